@@ -1,0 +1,209 @@
+"""Every setting the indexer reads, from the environment, validated once at start.
+
+The names are those the TypeScript and Rust indexers use, so one deployment's environment serves all
+three. A bad value raises ConfigError naming the variable; nothing is parsed lazily later.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from urllib.parse import urlsplit, urlunsplit
+
+
+class ConfigError(ValueError):
+    """A setting has a value the indexer cannot run with."""
+
+
+MODES = ("all", "stream", "label")
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str = "redis://localhost:6379"
+    database_url: str = "postgresql://localhost/bsky"
+    streams: tuple[str, ...] = ("firehose_live", "firehose_backfill")
+    label_stream: str = "label_live"
+    group: str = "firehose_group"
+    label_group: str = "firehose_group"
+    consumer: str = "indexer"
+    mode: str = "all"
+    batch_size: int = 500
+    batch_max_wait: float = 0.2
+    concurrency: int = 100
+    shards: int = 8
+    db_pool_max_size: int = 20
+    db_pool_min_idle: int = 5
+    metrics_port: int = 9090
+    stop_when_idle: float | None = None
+    dead_letter_stream: str = "firehose_dead_letter"
+    dead_letter_maxlen: int = 1_000_000
+    delete_after_ack: bool = True
+    poll_interval: float = 0.05
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        r = _Reader(env)
+        group = r.text("INDEXER_GROUP", cls.group)
+        s = cls(
+            redis_url=r.url("REDIS_URL", cls.redis_url, ("redis", "rediss", "unix")),
+            database_url=r.url("DATABASE_URL", cls.database_url, ("postgresql", "postgres")),
+            streams=r.names("INDEXER_STREAMS", cls.streams),
+            label_stream=r.text("INDEXER_LABEL_STREAM", cls.label_stream),
+            group=group,
+            label_group=r.text("INDEXER_LABEL_GROUP", group),
+            consumer=r.text("INDEXER_CONSUMER", socket.gethostname() or cls.consumer),
+            mode=r.choice("INDEXER_MODE", cls.mode, MODES),
+            batch_size=r.integer("INDEXER_BATCH_SIZE", cls.batch_size, 1, 100_000),
+            batch_max_wait=r.number("INDEXER_BATCH_MAX_WAIT", cls.batch_max_wait, 0.001, 60),
+            concurrency=r.integer("INDEXER_CONCURRENCY", cls.concurrency, 1, 1_000_000),
+            shards=r.integer("INDEXER_SHARDS", cls.shards, 1, 4096),
+            db_pool_max_size=r.integer("DB_POOL_MAX_SIZE", cls.db_pool_max_size, 1, 10_000),
+            db_pool_min_idle=r.integer("DB_POOL_MIN_IDLE", cls.db_pool_min_idle, 0, 10_000),
+            metrics_port=r.integer("METRICS_PORT", cls.metrics_port, 0, 65535),
+            stop_when_idle=r.optional_number("INDEXER_STOP_WHEN_IDLE", 0, 86_400),
+            dead_letter_stream=r.text("INDEXER_DEAD_LETTER_STREAM", cls.dead_letter_stream),
+            dead_letter_maxlen=r.integer(
+                "INDEXER_DEAD_LETTER_MAXLEN", cls.dead_letter_maxlen, 1, 10**10
+            ),
+            delete_after_ack=r.boolean("INDEXER_DELETE_AFTER_ACK", cls.delete_after_ack),
+            poll_interval=r.number("INDEXER_POLL_INTERVAL", cls.poll_interval, 0.001, 10),
+        )
+        if s.db_pool_min_idle > s.db_pool_max_size:
+            raise ConfigError(
+                f"DB_POOL_MIN_IDLE ({s.db_pool_min_idle}) exceeds DB_POOL_MAX_SIZE "
+                f"({s.db_pool_max_size})"
+            )
+        if s.dead_letter_stream in s.streams:
+            raise ConfigError("INDEXER_DEAD_LETTER_STREAM must not be one of INDEXER_STREAMS")
+        return s
+
+    def summary(self) -> dict[str, object]:
+        """The settings for a log line, with credentials removed from connection strings."""
+        out: dict[str, object] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = redact_url(value) if f.name.endswith("_url") else value
+        return out
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced, so it can be logged."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    if parts.password is None and "@" not in parts.netloc:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    netloc = f"{user}:***@{host}" if user else f"***@{host}"
+    query = re.sub(r"(?i)(password=)[^&]*", r"\1***", parts.query)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+_NAME = re.compile(r"^[A-Za-z0-9_.:\-{}]+$")
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]):
+        self.env = env
+
+    def _raw(self, name: str) -> str | None:
+        value = self.env.get(name)
+        if value is None or value.strip() == "":
+            return None
+        return value.strip()
+
+    def text(self, name: str, default: str) -> str:
+        value = self._raw(name)
+        if value is None:
+            return default
+        if not _NAME.match(value):
+            raise ConfigError(f"{name}={value!r}: use letters, digits and _.:-{{}} only")
+        return value
+
+    def names(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        value = self._raw(name)
+        if value is None:
+            return default
+        items = tuple(v.strip() for v in value.split(",") if v.strip())
+        if not items:
+            raise ConfigError(f"{name}={value!r}: name at least one stream")
+        for item in items:
+            if not _NAME.match(item):
+                raise ConfigError(f"{name}: {item!r} is not a valid stream name")
+        if len(set(items)) != len(items):
+            raise ConfigError(f"{name}={value!r}: a stream is named twice")
+        return items
+
+    def choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str:
+        value = self._raw(name)
+        if value is None:
+            return default
+        if value.lower() not in allowed:
+            raise ConfigError(f"{name}={value!r}: expected one of {', '.join(allowed)}")
+        return value.lower()
+
+    def integer(self, name: str, default: int, low: int, high: int) -> int:
+        value = self._raw(name)
+        if value is None:
+            return default
+        try:
+            number = int(value)
+        except ValueError:
+            raise ConfigError(f"{name}={value!r}: expected a whole number") from None
+        if not low <= number <= high:
+            raise ConfigError(f"{name}={number}: expected {low} to {high}")
+        return number
+
+    def number(self, name: str, default: float, low: float, high: float) -> float:
+        value = self._raw(name)
+        if value is None:
+            return default
+        return self._bounded(name, value, low, high)
+
+    def optional_number(self, name: str, low: float, high: float) -> float | None:
+        value = self._raw(name)
+        if value is None:
+            return None
+        return self._bounded(name, value, low, high)
+
+    def _bounded(self, name: str, value: str, low: float, high: float) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(f"{name}={value!r}: expected a number of seconds") from None
+        if not low <= number <= high:
+            raise ConfigError(f"{name}={number}: expected {low} to {high}")
+        return number
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self._raw(name)
+        if value is None:
+            return default
+        lowered = value.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{name}={value!r}: expected true or false")
+
+    def url(self, name: str, default: str, schemes: tuple[str, ...]) -> str:
+        value = self._raw(name)
+        if value is None:
+            return default
+        try:
+            scheme = urlsplit(value).scheme
+        except ValueError:
+            scheme = ""
+        if scheme not in schemes:
+            # Never echo the value: it may hold a password.
+            raise ConfigError(f"{name}: expected a {'/'.join(schemes)}:// URL")
+        return value

@@ -1,0 +1,118 @@
+"""Shared fixtures: a fresh database and private stream names for every test run.
+
+Every run creates its own database (dropped at the end) on the Postgres at TEST_PG_URL and uses
+stream and group names no one else uses on the Redis at TEST_REDIS_URL, so the machine's shared
+servers are used but nobody's data is touched.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import psycopg
+import pytest
+import redis
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+PG_ADMIN_URL = os.environ.get("TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def database_url(name: str) -> str:
+    """The admin URL pointed at another database."""
+    params = conninfo_to_dict(PG_ADMIN_URL)
+    params["dbname"] = name
+    return make_conninfo(**params)
+
+
+def create_database(prefix: str = "bskyidx_test") -> str:
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return name
+
+
+def drop_database(name: str) -> None:
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def db_url() -> Iterator[str]:
+    """A fresh database with our DDL, for this whole test run."""
+    from sinks.postgres.schema import init_db
+
+    name = create_database()
+    url = database_url(name)
+    init_db(url)
+    try:
+        yield url
+    finally:
+        drop_database(name)
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[psycopg.Connection]:
+    """An autocommit connection to the test database, every indexer table emptied first."""
+    from sinks.postgres.schema import truncate_all
+
+    truncate_all(db_url)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    return REDIS_URL
+
+
+@dataclass
+class Names:
+    """Stream, group and consumer names private to one test."""
+
+    prefix: str
+
+    @property
+    def live(self) -> str:
+        return f"{self.prefix}:firehose_live"
+
+    @property
+    def backfill(self) -> str:
+        return f"{self.prefix}:firehose_backfill"
+
+    @property
+    def labels(self) -> str:
+        return f"{self.prefix}:label_live"
+
+    @property
+    def dead_letter(self) -> str:
+        return f"{self.prefix}:dead_letter"
+
+    @property
+    def group(self) -> str:
+        return f"{self.prefix}:group"
+
+    @property
+    def consumer(self) -> str:
+        return f"{self.prefix}:consumer"
+
+
+@pytest.fixture
+def names(redis_url: str) -> Iterator[Names]:
+    prefix = f"test-{uuid.uuid4().hex[:12]}"
+    yield Names(prefix)
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture
+def rds(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()

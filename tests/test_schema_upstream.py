@@ -1,0 +1,218 @@
+"""Our DDL (sinks/postgres/schema.sql) against the genuine @atproto/bsky 0.0.280 schema.
+
+The genuine schema is built by the package's own Kysely migrations (tests/upstream/migrate.mjs)
+in one fresh database, ours by init_db in another, and the catalogs of the two are compared
+table by table with describe(). Needs node (skipped, saying so, when it is not on PATH) and,
+the first time, the npm registry: `npm install` runs in tests/upstream when the package is
+missing, and a failure fails the test.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fcntl
+import hashlib
+import pprint
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import quote, urlencode
+
+import psycopg
+import pytest
+from conftest import create_database, database_url, drop_database
+from psycopg.conninfo import conninfo_to_dict
+
+from sinks.postgres.schema import PRIVATE_SCHEMA, TABLES, describe, init_db, truncate_all
+
+# npm install (first run only) can take a minute on a slow network.
+pytestmark = pytest.mark.timeout(900)
+
+UPSTREAM_DIR = Path(__file__).parent / "upstream"
+UPSTREAM_DB_JS = (
+    UPSTREAM_DIR / "node_modules/@atproto/bsky/dist/data-plane/server/db/db.js"
+)  # what migrate.mjs imports
+NPM_INSTALL = ["npm", "install", "--ignore-scripts", "--no-audit", "--no-fund"]
+
+_TABLES_IN_PUBLIC = """
+SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p')
+"""
+
+
+def _run(cmd: list[str], timeout: float) -> tuple[subprocess.CompletedProcess[str], float]:
+    start = time.monotonic()
+    proc = subprocess.run(
+        cmd, cwd=UPSTREAM_DIR, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    return proc, time.monotonic() - start
+
+
+def _output(proc: subprocess.CompletedProcess[str]) -> str:
+    return f"exit {proc.returncode}\n--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}"
+
+
+@pytest.fixture(scope="session")
+def upstream_package() -> Path:
+    """tests/upstream with @atproto/bsky installed; runs `npm install` if it is missing."""
+    if shutil.which("node") is None:
+        pytest.skip("node is not on PATH: cannot run the @atproto/bsky migrations")
+    # One install at a time, even across concurrent pytest runs on this checkout.
+    key = hashlib.sha256(str(UPSTREAM_DIR.resolve()).encode()).hexdigest()[:16]
+    lock_path = Path(tempfile.gettempdir()) / f"bsky-indexer-npm-{key}.lock"
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not UPSTREAM_DB_JS.is_file():
+            if shutil.which("npm") is None:
+                pytest.fail("node is on PATH but npm is not: cannot install @atproto/bsky")
+            proc, took = _run(NPM_INSTALL, timeout=840)
+            print(f"\nnpm install in {UPSTREAM_DIR}: {took:.1f}s")
+            if proc.returncode != 0 or not UPSTREAM_DB_JS.is_file():
+                pytest.fail(f"npm install failed in {UPSTREAM_DIR}:\n{_output(proc)}")
+    return UPSTREAM_DIR
+
+
+def postgres_url(conninfo: str) -> str:
+    """A postgresql:// URL for a libpq conninfo, for node-postgres (which takes only URLs)."""
+    if "://" in conninfo:
+        return conninfo
+    params = conninfo_to_dict(conninfo)
+    user = quote(str(params.pop("user", "")), safe="")
+    password = params.pop("password", None)
+    auth = f"{user}:{quote(str(password), safe='')}@" if password else (f"{user}@" if user else "")
+    host = str(params.pop("host", "localhost"))
+    if host.startswith("/"):  # a Unix socket directory goes in the query string
+        params["host"], host = host, ""
+    port = params.pop("port", None)
+    dbname = quote(str(params.pop("dbname", "")), safe="")
+    query = f"?{urlencode(params)}" if params else ""
+    return f"postgresql://{auth}{host}{f':{port}' if port else ''}/{dbname}{query}"
+
+
+def migrate_upstream(conninfo: str) -> float:
+    """Apply the genuine migrations to the database at conninfo; returns the seconds it took."""
+    proc, took = _run(["node", "migrate.mjs", postgres_url(conninfo)], timeout=300)
+    if proc.returncode != 0:
+        pytest.fail(f"node migrate.mjs failed:\n{_output(proc)}")
+    print(f"\nupstream migrations: {took:.2f}s ({proc.stdout.strip().splitlines()[-1]})")
+    return took
+
+
+@pytest.fixture
+def fresh_db() -> Iterator[Callable[[], str]]:
+    """Makes fresh databases on the shared Postgres (URLs); drops them all afterwards."""
+    names: list[str] = []
+
+    def make() -> str:
+        names.append(create_database("bskyidx_up"))
+        return database_url(names[-1])
+
+    yield make
+    for name in names:
+        drop_database(name)
+
+
+@pytest.fixture
+def upstream_url(upstream_package: Path, fresh_db: Callable[[], str]) -> str:
+    url = fresh_db()
+    migrate_upstream(url)
+    return url
+
+
+def _describe(url: str, tables: tuple[str, ...] | list[str]) -> dict:
+    with psycopg.connect(url) as conn:
+        return describe(conn, tables)
+
+
+def _public_tables(url: str) -> set[str]:
+    with psycopg.connect(url) as conn:
+        return {row[0] for row in conn.execute(_TABLES_IN_PUBLIC)}
+
+
+def _diff(ours: dict, theirs: dict) -> str:
+    """Per table that differs, a unified diff of the two descriptions."""
+    parts = []
+    for table in sorted(set(ours) | set(theirs)):
+        a, b = ours.get(table), theirs.get(table)
+        if a == b:
+            continue
+        lines = difflib.unified_diff(
+            pprint.pformat(b, width=100).splitlines(),
+            pprint.pformat(a, width=100).splitlines(),
+            fromfile=f"upstream {table}",
+            tofile=f"ours {table}",
+            lineterm="",
+        )
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
+def test_schema_matches_upstream(upstream_url: str, fresh_db: Callable[[], str]) -> None:
+    ours_url = fresh_db()
+    assert init_db(ours_url) == TABLES
+
+    ours, theirs = _describe(ours_url, TABLES), _describe(upstream_url, TABLES)
+    missing_upstream = [t for t in TABLES if theirs[t] is None]
+    assert not missing_upstream, f"not in the genuine schema: {missing_upstream}"
+    assert ours == theirs, "our DDL differs from @atproto/bsky 0.0.280:\n" + _diff(ours, theirs)
+
+    ours_tables, upstream_tables = _public_tables(ours_url), _public_tables(upstream_url)
+    assert ours_tables - upstream_tables == set(), "tables only we create"
+    assert ours_tables == set(TABLES), "schema.sql and TABLES disagree"
+
+    with psycopg.connect(ours_url) as conn:
+        assert conn.execute(
+            "SELECT 1 FROM pg_namespace WHERE nspname = %s", (PRIVATE_SCHEMA,)
+        ).fetchone()
+        assert conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm'").fetchone()
+
+
+def test_init_db_on_upstream_database_changes_nothing(upstream_url: str) -> None:
+    """Pointed at a database the AppView migrated, init_db only adds our private schema."""
+    tables = sorted(_public_tables(upstream_url))
+    before = _describe(upstream_url, tables)
+    init_db(upstream_url)
+    assert sorted(_public_tables(upstream_url)) == tables
+    after = _describe(upstream_url, tables)
+    assert after == before, _diff(after, before)
+
+
+def test_init_db_twice(fresh_db: Callable[[], str]) -> None:
+    url = fresh_db()
+    init_db(url)
+    first = _describe(url, TABLES)
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            'INSERT INTO notification (did, "recordUri", "recordCid", author, reason, "sortAt")'
+            " VALUES ('did:plc:a', 'at://did:plc:b/app.bsky.graph.follow/1', 'bafy', 'did:plc:b',"
+            " 'follow', '2024-01-01T00:00:00.000Z')"
+        )
+    assert init_db(url) == TABLES
+    assert _describe(url, TABLES) == first
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT id FROM notification").fetchall() == [(1,)]
+
+
+def test_truncate_all_restarts_identity(fresh_db: Callable[[], str]) -> None:
+    url = fresh_db()
+    init_db(url)
+    insert = (
+        'INSERT INTO notification (did, "recordUri", "recordCid", author, reason, "sortAt")'
+        " VALUES ('did:plc:a', 'at://x', 'c', 'did:plc:b', 'like', 's') RETURNING id"
+    )
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(insert)
+        conn.execute(
+            'INSERT INTO "like" (uri, cid, creator, subject, "subjectCid", "createdAt",'
+            " \"indexedAt\") VALUES ('at://l', 'c', 'did:plc:b', 'at://p', 'c', 'b', 'a')"
+        )
+        assert conn.execute('SELECT "sortAt" FROM "like"').fetchone() == ("a",)
+    truncate_all(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        for table in TABLES:
+            count = conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()
+            assert count == (0,), table
+        assert conn.execute(insert).fetchone() == (1,)
