@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from urllib.parse import urlsplit, urlunsplit
 
+from psycopg.conninfo import conninfo_to_dict
+
 
 class ConfigError(ValueError):
     """A setting has a value the indexer cannot run with."""
@@ -92,7 +94,9 @@ class Settings:
 
 
 def redact_url(url: str) -> str:
-    """The URL with any password replaced, so it can be logged."""
+    """The URL (or libpq key=value string) with any password replaced, so it can be logged."""
+    if "://" not in url:
+        return re.sub(r"(?i)(password\s*=\s*)('[^']*'|\S+)", r"\1***", url)
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -199,6 +203,12 @@ class _Reader:
         value = self._raw(name)
         if value is None:
             return default
+        if "://" not in value and "postgresql" in schemes:
+            try:  # a libpq key=value string is fine too
+                conninfo_to_dict(value)
+                return value
+            except Exception:
+                raise ConfigError(f"{name}: not a valid connection string") from None
         try:
             scheme = urlsplit(value).scheme
         except ValueError:

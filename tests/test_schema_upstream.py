@@ -23,10 +23,11 @@ from urllib.parse import quote, urlencode
 
 import psycopg
 import pytest
-from conftest import create_database, database_url, drop_database
 from psycopg.conninfo import conninfo_to_dict
 
 from sinks.postgres.schema import PRIVATE_SCHEMA, TABLES, describe, init_db, truncate_all
+
+from .conftest import create_database, database_url, drop_database
 
 # npm install (first run only) can take a minute on a slow network.
 pytestmark = pytest.mark.timeout(900)

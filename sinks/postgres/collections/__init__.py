@@ -1,0 +1,29 @@
+"""One module per collection, each of the same shape (like the AppView's indexing plugins).
+
+A collection module defines:
+- ``NSID``: the collection it indexes.
+- ``PROMOTES``: whether deleting a row promotes its oldest duplicate (``duplicate_record``).
+- ``dedup_key(record)``: the record's duplicate key (its table's UNIQUE key minus the creator),
+  or None when records of this collection are never duplicates.
+- ``reads(event)``: URIs of other records this record's rows depend on (reply parents, gates...),
+  so a batch is cut where one event would read what another in the same batch writes.
+- ``DELETE_SQL``: removes the rows of ``_ev`` rows with op delete/update, and lists them in ``_gone``
+  (with whether their notifications go too) and their counter changes in ``_agg``.
+- ``INSERT_SQL``: inserts rows for ``_ev`` rows with op create/update/promote, lists new rows in
+  ``_new``, their notifications in ``_notif``, counter changes in ``_agg``, and records a conflicting
+  row as a duplicate of the row it collides with.
+
+Both run inside the batch's transaction over the staging tables of ``sinks/postgres/staging.py``.
+Records of a collection that has a module but declines the row (a profile whose rkey is not
+``self``) still get their ``record`` row, as upstream does; collections with no module write
+nothing at all.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from . import block, follow, like, post, profile, repost
+
+MODULES: tuple[ModuleType, ...] = (post, like, repost, follow, block, profile)
+BY_NSID: dict[str, ModuleType] = {m.NSID: m for m in MODULES}

@@ -1,0 +1,74 @@
+"""Cut a batch into segments that set-based SQL can apply as if event by event.
+
+Inside a segment every statement runs once for all its events, so the segment must not contain
+two events whose outcome depends on their order: the same record twice, an event that reads a
+record another one writes (a reply and its parent, a gate and its post), two records of one
+creator with the same duplicate key, or a delete beside a create in a collection with duplicates
+for the same creator (the delete may promote a duplicate the create would collide with).
+A live batch of unrelated events is one segment; a cut costs a few more statements, not a wrong row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from flows.events import CREATE, DELETE, UPDATE, Event
+
+from .collections import BY_NSID
+
+
+class _Segment:
+    __slots__ = ("events", "writes", "reads", "keys", "creating", "deleting")
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.writes: set[str] = set()
+        self.reads: set[str] = set()
+        self.keys: set[tuple] = set()
+        self.creating: set[tuple[str, str]] = set()
+        self.deleting: set[tuple[str, str]] = set()
+
+    def add(self, ev: Event) -> bool:
+        """Add the event if it is independent of those already here; False if it is not."""
+        module = BY_NSID[ev.collection or ""]
+        uri = ev.uri or ""
+        owner = (ev.collection or "", ev.did)
+        inserts = ev.type in (CREATE, UPDATE)
+        removes = ev.type in (DELETE, UPDATE)
+        reads = module.reads(ev) if inserts else ()
+        key = None
+        if inserts and ev.record is not None:
+            dk = module.dedup_key(ev.record)
+            key = (ev.collection, ev.did, dk) if dk is not None else None
+        if uri in self.writes or uri in self.reads or any(r in self.writes for r in reads):
+            return False
+        if key is not None and key in self.keys:
+            return False
+        if module.PROMOTES and (
+            (inserts and owner in self.deleting) or (removes and owner in self.creating)
+        ):
+            return False
+        self.events.append(ev)
+        self.writes.add(uri)
+        self.reads.update(reads)
+        if key is not None:
+            self.keys.add(key)
+        if inserts:
+            self.creating.add(owner)
+        if removes:
+            self.deleting.add(owner)
+        return True
+
+
+def split(events: Iterable[Event]) -> list[list[Event]]:
+    """Consecutive runs of the events (order kept) in which no two depend on each other."""
+    out: list[list[Event]] = []
+    seg = _Segment()
+    for ev in events:
+        if not seg.add(ev):
+            out.append(seg.events)
+            seg = _Segment()
+            seg.add(ev)
+    if seg.events:
+        out.append(seg.events)
+    return out

@@ -1,0 +1,143 @@
+"""The per-transaction scratch tables the collection SQL works over, and the generic steps.
+
+``_ev`` holds one segment of a batch (see segments.py): one row per record operation, with the
+record as text (for ``record.json``, byte for byte as decoded) and as jsonb (for the columns).
+The collection modules fill ``_gone``, ``_new``, ``_notif`` and ``_agg``; the steps here do what
+upstream's generic record processor does around them. Temporary tables are created once per
+server connection and emptied on commit, which also works through pgbouncer in transaction mode.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from .collections import BY_NSID
+
+TEMP_TABLES = """
+CREATE TEMP TABLE IF NOT EXISTS _ev (
+  idx int, op text, uri text, did text, collection text, rkey text, cid text, json text,
+  ts text, c text, sort_at text, replaces text,
+  record jsonb GENERATED ALWAYS AS (json::jsonb) STORED
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS _gone (
+  uri text, collection text, op text, idx int, drop_notifs bool
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS _new (uri text, collection text) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS _notif (
+  did text, record_uri text, record_cid text, author text, reason text, reason_subject text,
+  sort_at text, idx int, ord bigint
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS _agg (tbl text, col text, key text, delta int)
+  ON COMMIT DELETE ROWS;
+"""
+
+EV_COLUMNS = (
+    "idx",
+    "op",
+    "uri",
+    "did",
+    "collection",
+    "rkey",
+    "cid",
+    "json",
+    "ts",
+    "c",
+    "sort_at",
+    "replaces",
+)
+COPY_EV = f"COPY _ev ({', '.join(EV_COLUMNS)}) FROM STDIN"
+
+NEW_SEGMENT = "DELETE FROM _ev; DELETE FROM _gone; DELETE FROM _new; DELETE FROM _notif;"
+
+_DELETE_RECORDS = """
+DELETE FROM record r USING _ev e WHERE e.op = 'delete' AND r.uri = e.uri;
+DELETE FROM duplicate_record d USING _ev e WHERE e.op IN ('delete', 'update') AND d.uri = e.uri;
+"""
+
+_UPSERT_RECORDS = """
+INSERT INTO record (uri, cid, did, json, "indexedAt")
+SELECT uri, cid, did, json, ts FROM _ev WHERE op = 'create' ORDER BY idx
+ON CONFLICT DO NOTHING;
+INSERT INTO record (uri, cid, did, json, "indexedAt")
+SELECT uri, cid, did, json, ts FROM _ev WHERE op = 'update' ORDER BY idx
+ON CONFLICT (uri) DO UPDATE SET cid = excluded.cid, json = excluded.json,
+  "indexedAt" = excluded."indexedAt";
+"""
+
+# A notification is dropped when its subject post's thread is muted by the recipient.
+_NOTIFICATIONS = """
+DELETE FROM notification n USING _gone g WHERE g.drop_notifs AND n."recordUri" = g.uri;
+INSERT INTO notification (did, "recordUri", "recordCid", author, reason, "reasonSubject", "sortAt")
+SELECT n.did, n.record_uri, n.record_cid, n.author, n.reason, n.reason_subject, n.sort_at
+FROM _notif n
+LEFT JOIN post p ON p.uri = n.reason_subject
+WHERE NOT (n.reason_subject LIKE 'at://%' AND EXISTS (
+  SELECT 1 FROM thread_mute tm
+  WHERE tm."mutedByDid" = n.did AND tm."rootUri" = coalesce(p."replyRoot", n.reason_subject)))
+ORDER BY n.idx, n.ord;
+"""
+
+# Oldest duplicate of each deleted row, to be indexed in its place.
+PROMOTION_CANDIDATES = """
+SELECT DISTINCT ON (d."duplicateOf") d."duplicateOf", d.uri, d.cid, r.did, r.json,
+       d."indexedAt", g.idx, g.collection
+FROM _gone g
+JOIN duplicate_record d ON d."duplicateOf" = g.uri
+JOIN record r ON r.uri = d.uri
+WHERE g.op = 'delete' AND g.collection = ANY(%s)
+ORDER BY d."duplicateOf", d."indexedAt", d.uri
+"""
+
+KEEP_NOTIFS_OF_REPLACED = """
+UPDATE _gone g SET drop_notifs = false FROM _ev e WHERE e.op = 'promote' AND e.replaces = g.uri;
+"""
+
+APPLY_AGGREGATES = """
+INSERT INTO post_agg (uri, "likeCount", "repostCount", "replyCount", "quoteCount")
+SELECT key,
+       greatest(coalesce(sum(delta) FILTER (WHERE col = 'likeCount'), 0), 0),
+       greatest(coalesce(sum(delta) FILTER (WHERE col = 'repostCount'), 0), 0),
+       greatest(coalesce(sum(delta) FILTER (WHERE col = 'replyCount'), 0), 0),
+       greatest(coalesce(sum(delta) FILTER (WHERE col = 'quoteCount'), 0), 0)
+FROM _agg WHERE tbl = 'post_agg' GROUP BY key ORDER BY key
+ON CONFLICT (uri) DO UPDATE SET
+  "likeCount" = greatest(post_agg."likeCount" + (SELECT coalesce(sum(delta), 0) FROM _agg
+     WHERE tbl = 'post_agg' AND col = 'likeCount' AND key = excluded.uri), 0),
+  "repostCount" = greatest(post_agg."repostCount" + (SELECT coalesce(sum(delta), 0) FROM _agg
+     WHERE tbl = 'post_agg' AND col = 'repostCount' AND key = excluded.uri), 0),
+  "replyCount" = greatest(post_agg."replyCount" + (SELECT coalesce(sum(delta), 0) FROM _agg
+     WHERE tbl = 'post_agg' AND col = 'replyCount' AND key = excluded.uri), 0),
+  "quoteCount" = greatest(post_agg."quoteCount" + (SELECT coalesce(sum(delta), 0) FROM _agg
+     WHERE tbl = 'post_agg' AND col = 'quoteCount' AND key = excluded.uri), 0);
+INSERT INTO profile_agg (did, "followersCount", "followsCount", "postsCount")
+SELECT key,
+       greatest(coalesce(sum(delta) FILTER (WHERE col = 'followersCount'), 0), 0),
+       greatest(coalesce(sum(delta) FILTER (WHERE col = 'followsCount'), 0), 0),
+       greatest(coalesce(sum(delta) FILTER (WHERE col = 'postsCount'), 0), 0)
+FROM _agg WHERE tbl = 'profile_agg' GROUP BY key ORDER BY key
+ON CONFLICT (did) DO UPDATE SET
+  "followersCount" = greatest(profile_agg."followersCount" + (SELECT coalesce(sum(delta), 0)
+     FROM _agg WHERE tbl = 'profile_agg' AND col = 'followersCount' AND key = excluded.did), 0),
+  "followsCount" = greatest(profile_agg."followsCount" + (SELECT coalesce(sum(delta), 0)
+     FROM _agg WHERE tbl = 'profile_agg' AND col = 'followsCount' AND key = excluded.did), 0),
+  "postsCount" = greatest(profile_agg."postsCount" + (SELECT coalesce(sum(delta), 0)
+     FROM _agg WHERE tbl = 'profile_agg' AND col = 'postsCount' AND key = excluded.did), 0);
+"""
+
+UPSERT_ACTOR_SYNC = """
+INSERT INTO actor_sync (did, "commitCid", "repoRev")
+SELECT * FROM unnest(%s::text[], %s::text[], %s::text[])
+ON CONFLICT (did) DO UPDATE SET "commitCid" = excluded."commitCid", "repoRev" = excluded."repoRev"
+"""
+
+
+@lru_cache(maxsize=256)
+def delete_script(collections: frozenset[str]) -> str:
+    parts = [_DELETE_RECORDS] + [BY_NSID[c].DELETE_SQL for c in sorted(collections)]
+    return "\n".join(parts)
+
+
+@lru_cache(maxsize=256)
+def insert_script(collections: frozenset[str]) -> str:
+    parts = [_UPSERT_RECORDS] + [BY_NSID[c].INSERT_SQL for c in sorted(collections)]
+    return "\n".join(parts + [_NOTIFICATIONS])
