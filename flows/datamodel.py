@@ -52,7 +52,7 @@ _CID_SYNTAX_RE = re.compile(r"[a-zA-Z0-9+=]{8,256}")
 # multibase prefix "b") or a base58btc CIDv0 ("Qm…").
 _CID_CANONICAL_RE = re.compile(r"b[a-z2-7]{8,}|Qm[1-9A-HJ-NP-Za-km-z]{44}")
 _AT_URI_FRAGMENT_RE = re.compile(r"/[a-zA-Z0-9._~:@!$&')(*+,;=%\[\]/-]*")
-_URI_RE = re.compile(r"\w+:(?://)?[^\s/][^\s]*")
+_URI_RE = re.compile(r"[a-zA-Z0-9_]+:(?://)?[^\s/][^\s]*")  # JS \w is ASCII, \s is Unicode
 # BCP 47 (RFC 5646, section 2.1) well-formedness.
 _LANGUAGE_RE = re.compile(
     r"(?:"
@@ -199,14 +199,16 @@ def _ms3(frac: str | None) -> int:
 # 2025-10-30T12:00:00.123456789+00:00 | …Z | …+0100 | 2025-10-30 12:00:00.123 UTC | no zone (UTC)
 _TIME_RE = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:[.,](\d{1,30}))?"
-    r" ?(?:([Zz]|UTC|GMT|utc|gmt)|([+-])(\d{2})(?::?(\d{2}))?)?"
+    r" ?(?:([Zz]|UTC|GMT|utc|gmt)|([+-])(\d{2})(?::?(\d{2}))?)?",
+    re.ASCII,
 )
 
 
 # The live ingester's form, already UTC with at least millisecond precision.
 _TIME_FAST_RE = re.compile(
     r"(\d{4})-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d\.\d{3,30}"
-    r"(?:Z|\+00:00)"
+    r"(?:Z|\+00:00)",
+    re.ASCII,
 )
 
 
@@ -262,23 +264,26 @@ def normalize_time(s: str) -> str:
 # JS Date) 2024-02-30 is accepted and rolls over to March 1.
 _DATETIME_RE = re.compile(
     r"(\d{4})-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])T([01]\d|2[0-3]):([0-5]\d):([0-5]\d)"
-    r"(?:\.(\d{1,20}))?(Z|([+-])([01]\d|2[0-3]):([0-5]\d))"
+    r"(?:\.(\d{1,20}))?(Z|([+-])([01]\d|2[0-3]):([0-5]\d))",
+    re.ASCII,
 )
 
 # Strings JS Date parses through its ES5 ISO path: [±YYYYYY|YYYY][-MM[-DD]][THH:MM[:SS[.f]]][zone]
 _JS_ISO_RE = re.compile(
     r"([+-]\d{6}|\d{4})(?:-(\d{2})(?:-(\d{2}))?)?"
     r"(?:[Tt](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)?)?"
-    r"([Zz]|([+-])(\d{2}):?(\d{2}))?"
+    r"([Zz]|([+-])(\d{2}):?(\d{2}))?",
+    re.ASCII,
 )
 # The one non-ISO form V8's fallback parser accepts that is common in the wild:
 # "YYYY-MM-DD HH:MM[:SS[.f]]" with an optional "Z", " UTC"/" GMT" or numeric offset.
 _JS_SPACE_RE = re.compile(
     r"([1-9]\d{3})-(\d{2})-(\d{2}) +(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)?"
-    r"(?: *([Zz])| +(?i:UTC|GMT)| *([+-])(\d{2}):?(\d{2}))?"
+    r"(?: *([Zz])| +(?i:UTC|GMT)| *([+-])(\d{2}):?(\d{2}))?",
+    re.ASCII,
 )
 # normalizeDatetime's test for "this string already ends in a timezone".
-_HAS_ZONE_RE = re.compile(r"(?:[+-]\d\d:?\d\d|[a-zA-Z])\Z")
+_HAS_ZONE_RE = re.compile(r"(?:[+-]\d\d:?\d\d|[a-zA-Z])\Z", re.ASCII)
 
 
 def _datetime_ms(s: str) -> int | None:
@@ -303,7 +308,8 @@ def _datetime_ms(s: str) -> int | None:
 # The shape nearly every createdAt has: "YYYY-MM-DDTHH:MM:SS.mmmZ". It is already canonical when
 # the year is at least 0010 and the day exists in its month (no roll-over).
 _CANONICAL_DT_RE = re.compile(
-    r"(?!000)(\d{4})-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d\.\d{3}Z"
+    r"(?!000)(\d{4})-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d\.\d{3}Z",
+    re.ASCII,
 )
 
 

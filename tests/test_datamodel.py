@@ -236,6 +236,16 @@ def test_normalize_datetime_always_on_valid_interop_datetimes() -> None:
             assert out != dm.EPOCH or s.startswith("1970-01-01T00:00:00")
 
 
+def test_non_ascii_digits_are_not_digits() -> None:
+    fullwidth = "\uff12\uff10\uff12\uff15-10-30T11:59:59.000Z"  # "２０２５"
+    arabic = "\u0662\u0660\u0662\u0665-10-30T11:59:59.000Z"
+    for s in (fullwidth, arabic):
+        assert not dm.is_datetime(s) and dm.normalize_datetime_always(s) == dm.EPOCH
+        with pytest.raises(ValueError):
+            dm.normalize_time(s)
+    assert not dm.is_uri("\uff48ttps://a.example")
+
+
 def test_lex_datetime_year_range() -> None:
     assert dm.is_datetime("0001-01-01T00:00:00Z") and not dm.is_lex_datetime("0001-01-01T00:00:00Z")
     assert dm.is_lex_datetime("0010-01-01T00:00:00Z")
