@@ -217,3 +217,72 @@ def test_truncate_all_restarts_identity(fresh_db: Callable[[], str]) -> None:
             count = conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()
             assert count == (0,), table
         assert conn.execute(insert).fetchone() == (1,)
+
+
+def test_indexing_into_upstream_migrated_database(upstream_url: str) -> None:
+    """Events go into a database built by the genuine migrations, not only into our DDL."""
+    from sinks.postgres.pool import shared_pool
+    from sinks.postgres.writer import PostgresWriter
+
+    from . import factory as f
+    from .indexing import index
+
+    alice, bob = f.did("alice"), f.did("bob")
+    p = f.post(
+        alice,
+        "hi",
+        langs=["en"],
+        embed={"$type": "app.bsky.embed.images", "images": [{"image": f.blob("img"), "alt": "a"}]},
+    )
+    events = [
+        p,
+        f.reply(bob, p, p),
+        f.like(bob, p),
+        f.repost(bob, p),
+        f.follow(bob, alice),
+        f.block(alice, f.did("carol")),
+        f.profile(bob, displayName="Bob"),
+    ]
+    index(PostgresWriter(shared_pool(upstream_url, 2, 0)), events)
+    with psycopg.connect(upstream_url) as conn:
+        agg = conn.execute(
+            'SELECT "likeCount", "repostCount", "replyCount" FROM post_agg WHERE uri = %s',
+            (f.event_uri(p),),
+        ).fetchall()
+        assert agg == [(1, 1, 1)]
+        counts = {
+            t: conn.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0]
+            for t in (
+                "post",
+                "like",
+                "repost",
+                "follow",
+                "actor_block",
+                "profile",
+                "feed_item",
+                "post_embed_image",
+                "notification",
+                "record",
+            )
+        }
+    assert counts == {
+        "post": 2,
+        "like": 1,
+        "repost": 1,
+        "follow": 1,
+        "actor_block": 1,
+        "profile": 1,
+        "feed_item": 3,
+        "post_embed_image": 1,
+        "notification": 4,
+        "record": 7,
+    }
+
+
+def test_cli_db_init(fresh_db: Callable[[], str], capsys: pytest.CaptureFixture[str]) -> None:
+    import cli
+
+    url = fresh_db()
+    assert cli.main(["db", "init", "--database-url", url]) == 0
+    assert "tables" in capsys.readouterr().out
+    assert set(TABLES) <= _public_tables(url)
