@@ -6,8 +6,8 @@ from typing import Any
 
 import orjson
 import psycopg
-from flows.decode import decode_entry
 
+from flows.decode import decode_entry
 from flows.events import Event
 from sinks.postgres.schema import TABLES
 from sinks.postgres.writer import PostgresWriter

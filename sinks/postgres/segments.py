@@ -36,6 +36,9 @@ class _Segment:
         inserts = ev.type in (CREATE, UPDATE)
         removes = ev.type in (DELETE, UPDATE)
         reads = module.reads(ev) if inserts else ()
+        # URIs whose later write (in this segment) would change this event's outcome.
+        watches = getattr(module, "watches", None)
+        watched = watches(ev) if inserts and watches else ()
         key = None
         if inserts and ev.record is not None:
             dk = module.dedup_key(ev.record)
@@ -51,6 +54,7 @@ class _Segment:
         self.events.append(ev)
         self.writes.add(uri)
         self.reads.update(reads)
+        self.reads.update(watched)
         if key is not None:
             self.keys.add(key)
         if inserts:

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import orjson
 import psycopg
-from flows.lexicon import validate_record
 
 from flows.datamodel import normalize_datetime_always
 from flows.events import COMMIT_OPS, RECORD_OPS, Event
+from flows.lexicon import validate_record
 
 from . import staging
 from .collections import BY_NSID

@@ -7,6 +7,9 @@ A collection module defines:
   or None when records of this collection are never duplicates.
 - ``reads(event)``: URIs of other records this record's rows depend on (reply parents, gates...),
   so a batch is cut where one event would read what another in the same batch writes.
+- optionally ``watches(event)``: URIs whose write *later* in the batch would change this record's
+  rows (a repost's subject: deleting the post removes the repost's feed item), so the batch is cut
+  there, but a write *earlier* in the batch does not matter.
 - ``DELETE_SQL``: removes the rows of ``_ev`` rows with op delete/update, and lists them in ``_gone``
   (with whether their notifications go too) and their counter changes in ``_agg``.
 - ``INSERT_SQL``: inserts rows for ``_ev`` rows with op create/update/promote, lists new rows in

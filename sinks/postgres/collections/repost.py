@@ -16,7 +16,12 @@ def dedup_key(record: dict[str, Any]) -> tuple[str, ...] | None:
 
 
 def reads(event: Any) -> tuple[str, ...]:
-    # A post deleted in the same batch takes its reposts' feed items with it.
+    # The repost's rows do not depend on its subject existing; but a delete of the subject later
+    # in the batch takes the repost's feed item with it, so that delete must see this repost.
+    return ()
+
+
+def watches(event: Any) -> tuple[str, ...]:
     return (event.record["subject"]["uri"],) if event.record else ()
 
 
