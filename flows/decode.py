@@ -27,6 +27,7 @@ or null; it is lower-cased, and a value that is not a valid handle (or the reser
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -225,21 +226,13 @@ def _decode(ev: Event, fields: Any) -> None:
         ev.payload = None
         return
 
-    collection = msg.get("collection")
+    collection = _required(ev, msg, "collection", dm.is_nsid)
     if collection is None:
-        ev.error = "missing field 'collection'"
-        return
-    if not dm.is_nsid(collection):
-        ev.error = f"invalid collection {_show(collection)}"
         return
     ev.collection = collection
 
-    rkey = msg.get("rkey")
+    rkey = _required(ev, msg, "rkey", dm.is_record_key)
     if rkey is None:
-        ev.error = "missing field 'rkey'"
-        return
-    if not dm.is_record_key(rkey):
-        ev.error = f"invalid rkey {_show(rkey)}"
         return
     ev.rkey = rkey
     ev.uri = f"at://{did}/{collection}/{rkey}"
@@ -248,12 +241,8 @@ def _decode(ev: Event, fields: Any) -> None:
         ev.payload = None
         return
 
-    cid = msg.get("cid")
+    cid = _required(ev, msg, "cid", dm.is_cid)
     if cid is None:
-        ev.error = "missing field 'cid'"
-        return
-    if not dm.is_cid(cid):
-        ev.error = f"invalid cid {_show(cid)}"
         return
     ev.cid = cid
 
@@ -281,6 +270,18 @@ def _decode(ev: Event, fields: Any) -> None:
     ev.record = record
     ev.created_at = dm.normalize_datetime_always(record.get("createdAt"))
     ev.payload = None
+
+
+def _required(ev: Event, msg: dict[str, Any], name: str, valid: Callable[[Any], bool]) -> Any:
+    """The field's value, or None with ``ev.error`` saying why it is missing or malformed."""
+    value = msg.get(name)
+    if value is None:
+        ev.error = f"missing field '{name}'"
+        return None
+    if not valid(value):
+        ev.error = f"invalid {name} {_show(value)}"
+        return None
+    return value
 
 
 def decode_entry(stream: str, entry_id: str, fields: dict[Any, Any]) -> Event:
