@@ -662,7 +662,7 @@ ENVELOPE = st.fixed_dictionaries(
     {
         "type": st.sampled_from(["create", "update", "delete", "repo", "account", "identity"])
         | LEAVES,
-        "seq": st.integers() | LEAVES,
+        "seq": st.integers(-(2**63), 2**63 - 1) | LEAVES,
         "time": st.sampled_from([TIME, "2025-10-30 12:00:00.1 UTC"]) | LEAVES,
         "did": st.sampled_from([DID, "did:web:example.com"]) | LEAVES,
         "commit": st.just(CID) | LEAVES,
