@@ -29,6 +29,10 @@ CREATE TEMP TABLE IF NOT EXISTS _notif (
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS _agg (tbl text, col text, key text, delta int)
   ON COMMIT DELETE ROWS;
+-- Newly inserted posts with their embed parts (collections/post.py).
+CREATE TEMP TABLE IF NOT EXISTS _post (
+  idx int, uri text, cid text, did text, r jsonb, c text, ts text, media jsonb, quoted jsonb
+) ON COMMIT DELETE ROWS;
 """
 
 EV_COLUMNS = (
@@ -47,9 +51,14 @@ EV_COLUMNS = (
 )
 COPY_EV = f"COPY _ev ({', '.join(EV_COLUMNS)}) FROM STDIN"
 
-NEW_SEGMENT = "DELETE FROM _ev; DELETE FROM _gone; DELETE FROM _new; DELETE FROM _notif;"
+NEW_SEGMENT = (
+    "DELETE FROM _ev; DELETE FROM _gone; DELETE FROM _new; DELETE FROM _notif; DELETE FROM _post;"
+)
 
+# Fresh statistics for the staged rows: without them the planner guesses the temp table's size
+# and may hash-join it against a whole AppView table instead of probing its index per row.
 _DELETE_RECORDS = """
+ANALYZE _ev;
 DELETE FROM record r USING _ev e WHERE e.op = 'delete' AND r.uri = e.uri;
 DELETE FROM duplicate_record d USING _ev e WHERE e.op IN ('delete', 'update') AND d.uri = e.uri;
 """
@@ -92,36 +101,39 @@ KEEP_NOTIFS_OF_REPLACED = """
 UPDATE _gone g SET drop_notifs = false FROM _ev e WHERE e.op = 'promote' AND e.replaces = g.uri;
 """
 
+# Counters move by the batch's summed deltas. First make sure every touched row exists (a fresh
+# row starts at 0, as upstream's first recount would leave the others), then add the deltas in
+# key order (rows are locked in one order by every worker). Clamped at 0: a counter never goes
+# negative even on a table another writer left short.
 APPLY_AGGREGATES = """
-INSERT INTO post_agg (uri, "likeCount", "repostCount", "replyCount", "quoteCount")
+INSERT INTO post_agg (uri)
+SELECT DISTINCT key FROM _agg WHERE tbl = 'post_agg' ORDER BY key
+ON CONFLICT DO NOTHING;
+INSERT INTO post_agg AS a (uri, "likeCount", "repostCount", "replyCount", "quoteCount")
 SELECT key,
-       greatest(coalesce(sum(delta) FILTER (WHERE col = 'likeCount'), 0), 0),
-       greatest(coalesce(sum(delta) FILTER (WHERE col = 'repostCount'), 0), 0),
-       greatest(coalesce(sum(delta) FILTER (WHERE col = 'replyCount'), 0), 0),
-       greatest(coalesce(sum(delta) FILTER (WHERE col = 'quoteCount'), 0), 0)
+       coalesce(sum(delta) FILTER (WHERE col = 'likeCount'), 0),
+       coalesce(sum(delta) FILTER (WHERE col = 'repostCount'), 0),
+       coalesce(sum(delta) FILTER (WHERE col = 'replyCount'), 0),
+       coalesce(sum(delta) FILTER (WHERE col = 'quoteCount'), 0)
 FROM _agg WHERE tbl = 'post_agg' GROUP BY key ORDER BY key
 ON CONFLICT (uri) DO UPDATE SET
-  "likeCount" = greatest(post_agg."likeCount" + (SELECT coalesce(sum(delta), 0) FROM _agg
-     WHERE tbl = 'post_agg' AND col = 'likeCount' AND key = excluded.uri), 0),
-  "repostCount" = greatest(post_agg."repostCount" + (SELECT coalesce(sum(delta), 0) FROM _agg
-     WHERE tbl = 'post_agg' AND col = 'repostCount' AND key = excluded.uri), 0),
-  "replyCount" = greatest(post_agg."replyCount" + (SELECT coalesce(sum(delta), 0) FROM _agg
-     WHERE tbl = 'post_agg' AND col = 'replyCount' AND key = excluded.uri), 0),
-  "quoteCount" = greatest(post_agg."quoteCount" + (SELECT coalesce(sum(delta), 0) FROM _agg
-     WHERE tbl = 'post_agg' AND col = 'quoteCount' AND key = excluded.uri), 0);
-INSERT INTO profile_agg (did, "followersCount", "followsCount", "postsCount")
+  "likeCount" = greatest(a."likeCount" + excluded."likeCount", 0),
+  "repostCount" = greatest(a."repostCount" + excluded."repostCount", 0),
+  "replyCount" = greatest(a."replyCount" + excluded."replyCount", 0),
+  "quoteCount" = greatest(a."quoteCount" + excluded."quoteCount", 0);
+INSERT INTO profile_agg (did)
+SELECT DISTINCT key FROM _agg WHERE tbl = 'profile_agg' ORDER BY key
+ON CONFLICT DO NOTHING;
+INSERT INTO profile_agg AS a (did, "followersCount", "followsCount", "postsCount")
 SELECT key,
-       greatest(coalesce(sum(delta) FILTER (WHERE col = 'followersCount'), 0), 0),
-       greatest(coalesce(sum(delta) FILTER (WHERE col = 'followsCount'), 0), 0),
-       greatest(coalesce(sum(delta) FILTER (WHERE col = 'postsCount'), 0), 0)
+       coalesce(sum(delta) FILTER (WHERE col = 'followersCount'), 0),
+       coalesce(sum(delta) FILTER (WHERE col = 'followsCount'), 0),
+       coalesce(sum(delta) FILTER (WHERE col = 'postsCount'), 0)
 FROM _agg WHERE tbl = 'profile_agg' GROUP BY key ORDER BY key
 ON CONFLICT (did) DO UPDATE SET
-  "followersCount" = greatest(profile_agg."followersCount" + (SELECT coalesce(sum(delta), 0)
-     FROM _agg WHERE tbl = 'profile_agg' AND col = 'followersCount' AND key = excluded.did), 0),
-  "followsCount" = greatest(profile_agg."followsCount" + (SELECT coalesce(sum(delta), 0)
-     FROM _agg WHERE tbl = 'profile_agg' AND col = 'followsCount' AND key = excluded.did), 0),
-  "postsCount" = greatest(profile_agg."postsCount" + (SELECT coalesce(sum(delta), 0)
-     FROM _agg WHERE tbl = 'profile_agg' AND col = 'postsCount' AND key = excluded.did), 0);
+  "followersCount" = greatest(a."followersCount" + excluded."followersCount", 0),
+  "followsCount" = greatest(a."followsCount" + excluded."followsCount", 0),
+  "postsCount" = greatest(a."postsCount" + excluded."postsCount", 0);
 """
 
 UPSERT_ACTOR_SYNC = """

@@ -178,10 +178,6 @@ ORDER BY e.idx
 ON CONFLICT DO NOTHING;
 
 -- Everything below is for newly inserted posts only.
-CREATE TEMP TABLE IF NOT EXISTS _post (
-  idx int, uri text, cid text, did text, r jsonb, c text, ts text, media jsonb, quoted jsonb
-) ON COMMIT DELETE ROWS;
-DELETE FROM _post;
 INSERT INTO _post
 SELECT e.idx, e.uri, e.cid, e.did, e.record, e.c, e.ts,
        CASE WHEN e.record->'embed'->>'$type' = 'app.bsky.embed.recordWithMedia'
@@ -192,6 +188,7 @@ SELECT e.idx, e.uri, e.cid, e.did, e.record, e.c, e.ts,
        END
 FROM _new n JOIN _ev e ON e.uri = n.uri
 WHERE n.collection = '{NSID}' AND e.op IN ('create', 'update');
+ANALYZE _post;
 
 INSERT INTO op_thread_reply ("rootUri", "parentUri", uri, "deletedAt")
 SELECT p.r->'reply'->'root'->>'uri', p.r->'reply'->'parent'->>'uri', p.uri, NULL
