@@ -28,9 +28,9 @@ def _db_init(args: argparse.Namespace, settings: Settings) -> int:
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     from bytewax.run import cli_main
 
-    from flows.index import build_flow
+    from flows.index import flow  # built from the environment, exactly as bytewax.run does
 
-    cli_main(build_flow(settings), workers_per_process=args.workers)
+    cli_main(flow, workers_per_process=args.workers)
     return 0
 
 

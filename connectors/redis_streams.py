@@ -31,7 +31,10 @@ log = logging.getLogger(__name__)
 
 Entry = tuple[str, str, dict[bytes, bytes] | None]  # stream, entry id, fields (None: deleted)
 
-REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+# Every Redis failure is retried with backoff, not only lost connections: a server out of memory
+# answers with an error reply (and aborts a MULTI), and giving up would end the reader for good
+# or abort the dataflow while the process looks alive.
+REDIS_ERRORS = (redis.RedisError,)
 
 _clients: dict[str, redis.Redis] = {}
 _clients_lock = threading.Lock()
@@ -188,32 +191,41 @@ class _ReaderPartition(StatelessSourcePartition[Entry]):
 
     def next_batch(self) -> list[Entry]:
         try:
-            if not self._started:
-                self.reader.ensure_groups()
-                self._inflight = self.reader.pending()
-                self._started = True
-            room = self.settings.concurrency - self._inflight
-            if room < self.batch_size:
-                # Acks happen in the sink, possibly on another worker: ask Redis.
-                self._inflight = self.reader.pending()
-                room = self.settings.concurrency - self._inflight
-            entries = self.reader.read(min(room, self.batch_size)) if room > 0 else []
-            self._backoff = 0.0
+            entries = self._read()
         except REDIS_ERRORS as exc:
             self._backoff = min(max(self._backoff * 2, 0.1), 5.0)
             log.warning(
-                "redis read failed (%s); retrying in %.1fs", type(exc).__name__, self._backoff
+                "redis read failed (%s: %s); retrying in %.1fs",
+                type(exc).__name__,
+                str(exc)[:200],
+                self._backoff,
             )
             self._sleep(self._backoff)
             return []
+        self._backoff = 0.0
+        if entries:
+            self._awake = None
+        else:
+            self._sleep(self.settings.poll_interval)
+        return entries
+
+    def _read(self) -> list[Entry]:
+        if not self._started:
+            self.reader.ensure_groups()
+            self._inflight = self.reader.pending()
+            self._started = True
+        room = self.settings.concurrency - self._inflight
+        if room < self.batch_size:
+            # Acks happen in the sink, possibly on another worker: ask Redis.
+            self._inflight = self.reader.pending()
+            room = self.settings.concurrency - self._inflight
+        entries = self.reader.read(min(room, self.batch_size)) if room > 0 else []
         if entries:
             self._inflight += len(entries)
             self._idle_since = None
-            self._awake = None
-            return entries
-        self._maybe_stop(room)
-        self._sleep(self.settings.poll_interval)
-        return []
+        else:
+            self._maybe_stop(room)
+        return entries
 
     def _maybe_stop(self, room: int) -> None:
         limit = self.settings.stop_when_idle

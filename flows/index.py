@@ -47,6 +47,9 @@ def decode_batch(entries: list[Entry]) -> list[Event]:
 
 
 def build_flow(settings: Settings) -> Dataflow:
+    if settings.mode == "label":
+        # Refuse rather than index the record streams under a mode that promises labels.
+        raise ConfigError("INDEXER_MODE=label: label indexing is not in this version yet")
     flow = Dataflow("bsky_indexer")
     entries = op.input("read", flow, RedisStreamSource(settings))
     events = op.flat_map_batch("decode", entries, decode_batch)
@@ -62,11 +65,7 @@ def build_flow(settings: Settings) -> Dataflow:
 
 def _setup() -> Settings:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        log.error("configuration error: %s", exc)
-        raise SystemExit(2) from None
+    settings = Settings.from_env()
     if threading.current_thread() is threading.main_thread():
         # SIGTERM stops the flow the way Ctrl-C does instead of killing it outright.
         signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -74,4 +73,12 @@ def _setup() -> Settings:
     return settings
 
 
-flow = build_flow(_setup())
+def _build() -> Dataflow:
+    try:
+        return build_flow(_setup())
+    except ConfigError as exc:
+        log.error("configuration error: %s", exc)
+        raise SystemExit(2) from None
+
+
+flow = _build()

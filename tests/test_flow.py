@@ -171,8 +171,14 @@ def test_value_the_database_rejects_is_dead_lettered_alone(db, rds, names, db_ur
     assert pending(rds, names.live, names.group) == 0
 
 
-def test_bytewax_run_with_two_workers_stops_when_idle(db, rds, names, redis_url, db_url):
-    """The real entry point, `python -m bytewax.run flows.index -w 2`, ends by itself (exit 0)."""
+@pytest.mark.parametrize(
+    "command",
+    [["-m", "bytewax.run", "flows.index", "-w", "2"], ["-m", "cli", "run", "-w", "2"]],
+    ids=["bytewax.run", "bsky-indexer run"],
+)
+def test_run_with_two_workers_stops_when_idle(command, db, rds, names, redis_url, db_url):
+    """The real entry points (`python -m bytewax.run flows.index`, `bsky-indexer run`) with two
+    workers index everything, ack it, and end by themselves with exit 0."""
     p = f.post(ALICE)
     events = [p] + [f.like(f.did(f"u{i}"), p) for i in range(200)]
     load_events(rds, names.live, events)
@@ -190,7 +196,7 @@ def test_bytewax_run_with_two_workers_stops_when_idle(db, rds, names, redis_url,
         }
     )
     proc = subprocess.run(
-        [sys.executable, "-m", "bytewax.run", "flows.index", "-w", "2"],
+        [sys.executable, *command],
         cwd=ROOT,
         env=env,
         timeout=120,
@@ -200,12 +206,15 @@ def test_bytewax_run_with_two_workers_stops_when_idle(db, rds, names, redis_url,
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert rows(db, 'SELECT "likeCount" FROM post_agg') == [(200,)]
     consumers = {c["name"].decode() for c in rds.xinfo_consumers(names.live, names.group)}
-    assert consumers <= {f"{names.consumer}-0", f"{names.consumer}-1"}
+    assert consumers and consumers <= {f"{names.consumer}-0", f"{names.consumer}-1"}
     assert pending(rds, names.live, names.group) == 0
 
 
-def test_bad_configuration_is_a_clear_error_at_start(redis_url):
-    env = dict(os.environ, INDEXER_BATCH_SIZE="lots")
+@pytest.mark.parametrize(
+    ("variable", "value"), [("INDEXER_BATCH_SIZE", "lots"), ("INDEXER_MODE", "label")]
+)
+def test_bad_configuration_is_a_clear_error_at_start(variable, value):
+    env = dict(os.environ, **{variable: value})
     proc = subprocess.run(
         [sys.executable, "-m", "bytewax.run", "flows.index"],
         cwd=ROOT,
@@ -214,8 +223,9 @@ def test_bad_configuration_is_a_clear_error_at_start(redis_url):
         capture_output=True,
         text=True,
     )
-    assert proc.returncode != 0
-    assert "INDEXER_BATCH_SIZE" in proc.stderr
+    assert proc.returncode == 2
+    assert f"configuration error: {variable}" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 @pytest.mark.parametrize("value", ["0", "-3", "abc"])
@@ -232,3 +242,29 @@ def test_settings_redact_passwords():
     )
     text = repr(s.summary())
     assert "hunter2" not in text and "sekret" not in text
+
+
+def test_reader_survives_redis_being_unreachable(names):
+    """A read error is retried later; it neither raises into bytewax nor ends the reader."""
+    import redis as redis_lib
+
+    from connectors.redis_streams import RedisStreamSource
+
+    dead = redis_lib.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    settings = Settings(streams=(names.live,), group=names.group, consumer=names.consumer)
+    part = RedisStreamSource(settings).build("read", 0, 1)
+    part.reader.client = dead
+    for _ in range(3):
+        assert part.next_batch() == []
+        assert part.next_awake() is not None  # backing off, not spinning
+
+
+def test_entries_stay_in_the_stream_when_delete_after_ack_is_off(rds, names):
+    load_events(rds, names.live, [f.follow(BOB, ALICE)])
+    reader = StreamReader(rds, [names.live], names.group, "c-0")
+    reader.ensure_groups()
+    events = decode_batch(reader.read(10))
+    settings = Settings(dead_letter_stream=names.dead_letter, delete_after_ack=False)
+    StreamAcker(rds, names.group, settings).finish(events)
+    assert pending(rds, names.live, names.group) == 0
+    assert rds.xlen(names.live) == 1
