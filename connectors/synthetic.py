@@ -275,20 +275,19 @@ class _Generator:
         return REPOST, tid(us, self.clock_ids[a]), record
 
     def follow(self, a: int, us: int) -> tuple[str, str, dict[str, Any]]:
-        record = {
-            "$type": FOLLOW,
-            "subject": self.dids[self._other(a)],
-            "createdAt": self.clock.created_at(us - int(self.rng.random() * 2_000_000)),
-        }
-        return FOLLOW, tid(us, self.clock_ids[a]), record
+        return self._subject_did(FOLLOW, a, us)
 
     def block(self, a: int, us: int) -> tuple[str, str, dict[str, Any]]:
+        return self._subject_did(BLOCK, a, us)
+
+    def _subject_did(self, collection: str, a: int, us: int) -> tuple[str, str, dict[str, Any]]:
+        """A follow or a block: the subject is another account's DID."""
         record = {
-            "$type": BLOCK,
+            "$type": collection,
             "subject": self.dids[self._other(a)],
             "createdAt": self.clock.created_at(us - int(self.rng.random() * 2_000_000)),
         }
-        return BLOCK, tid(us, self.clock_ids[a]), record
+        return collection, tid(us, self.clock_ids[a]), record
 
     def profile(self, a: int, us: int) -> tuple[str, str, dict[str, Any]]:
         rng = self.rng

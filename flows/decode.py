@@ -143,12 +143,8 @@ def _decode(ev: Event, fields: Any) -> None:
         return
     ev.type = t
 
-    did = msg.get("did")
+    did = _required(ev, msg, "did", dm.is_did)
     if did is None:
-        ev.error = "missing field 'did'"
-        return
-    if not dm.is_did(did):
-        ev.error = f"invalid did {_show(did)}"
         return
     ev.did = did
 
@@ -204,21 +200,13 @@ def _decode(ev: Event, fields: Any) -> None:
         ev.payload = None
         return
 
-    commit = msg.get("commit")
+    commit = _required(ev, msg, "commit", dm.is_cid)
     if commit is None:
-        ev.error = "missing field 'commit'"
-        return
-    if not dm.is_cid(commit):
-        ev.error = f"invalid commit {_show(commit)}"
         return
     ev.commit = commit
 
-    rev = msg.get("rev")
+    rev = _required(ev, msg, "rev", dm.is_tid)
     if rev is None:
-        ev.error = "missing field 'rev'"
-        return
-    if not dm.is_tid(rev):
-        ev.error = f"invalid rev {_show(rev)}"
         return
     ev.rev = rev
 

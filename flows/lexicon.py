@@ -50,6 +50,17 @@ Check = Callable[[Any], Issue | None]
 
 _STRONG_REF = {"type": "ref", "ref": "com.atproto.repo.strongRef"}
 _DATETIME = {"type": "string", "format": "datetime"}
+_SUBJECT_REF_RECORD = {
+    "main": {
+        "type": "record",
+        "key": "tid",
+        "record": {
+            "type": "object",
+            "required": ["subject", "createdAt"],
+            "properties": {"subject": _STRONG_REF, "createdAt": _DATETIME, "via": _STRONG_REF},
+        },
+    }
+}
 _SELF_LABELS = {"type": "union", "refs": ["com.atproto.label.defs#selfLabels"]}
 _IMAGE_BLOB_PNG_JPEG = {"type": "blob", "accept": ["image/png", "image/jpeg"], "maxSize": 1000000}
 _FACETS = {"type": "array", "items": {"type": "ref", "ref": "app.bsky.richtext.facet"}}
@@ -276,28 +287,9 @@ LEXICONS: dict[str, dict[str, Any]] = {
             },
         },
     },
-    "app.bsky.feed.like": {
-        "main": {
-            "type": "record",
-            "key": "tid",
-            "record": {
-                "type": "object",
-                "required": ["subject", "createdAt"],
-                "properties": {"subject": _STRONG_REF, "createdAt": _DATETIME, "via": _STRONG_REF},
-            },
-        }
-    },
-    "app.bsky.feed.repost": {
-        "main": {
-            "type": "record",
-            "key": "tid",
-            "record": {
-                "type": "object",
-                "required": ["subject", "createdAt"],
-                "properties": {"subject": _STRONG_REF, "createdAt": _DATETIME, "via": _STRONG_REF},
-            },
-        }
-    },
+    # A like and a repost have the same record shape.
+    "app.bsky.feed.like": _SUBJECT_REF_RECORD,
+    "app.bsky.feed.repost": _SUBJECT_REF_RECORD,
     "app.bsky.graph.follow": {
         "main": {
             "type": "record",
