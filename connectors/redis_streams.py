@@ -178,6 +178,11 @@ def entry_payload(fields: dict[Any, Any] | None) -> bytes | None:
     return repr(fields).encode()
 
 
+# Set (by the SIGTERM/Ctrl-C handler in flows/index.py) to stop reading: every partition then
+# ends, bytewax flushes the batches in flight through the sink, which commits and acks them.
+STOP_READING = threading.Event()
+
+
 class _ReaderPartition(StatelessSourcePartition[Entry]):
     def __init__(self, reader: StreamReader, settings: Settings):
         self.reader = reader
@@ -190,6 +195,9 @@ class _ReaderPartition(StatelessSourcePartition[Entry]):
         self._started = False
 
     def next_batch(self) -> list[Entry]:
+        if STOP_READING.is_set():
+            log.info("consumer %s: stop requested, no more reads", self.reader.consumer)
+            raise StopIteration()
         try:
             entries = self._read()
         except REDIS_ERRORS as exc:

@@ -18,7 +18,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
 from config.settings import ConfigError, Settings
-from connectors.redis_streams import Entry, RedisStreamSource, entry_payload
+from connectors.redis_streams import STOP_READING, Entry, RedisStreamSource, entry_payload
 from flows.batching import MaxAgeBatcher, shard_of
 from flows.decode import decode_entry
 from flows.events import Event
@@ -63,12 +63,21 @@ def build_flow(settings: Settings) -> Dataflow:
     return flow
 
 
+def _stop(signum: int, _frame: object) -> None:
+    """First SIGTERM/Ctrl-C: stop reading and let the batches in flight commit and ack, then
+    exit 0. A second one stops at once (entries in flight stay pending and are read again)."""
+    if STOP_READING.is_set():
+        raise KeyboardInterrupt
+    log.info("%s: finishing the batches in flight, then stopping", signal.Signals(signum).name)
+    STOP_READING.set()
+
+
 def _setup() -> Settings:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = Settings.from_env()
     if threading.current_thread() is threading.main_thread():
-        # SIGTERM stops the flow the way Ctrl-C does instead of killing it outright.
-        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
     log.info("starting: %s", settings.summary())
     return settings
 
