@@ -328,3 +328,46 @@ def _live_record_uris(events: list[dict]) -> set[str]:
         elif ev["type"] == "delete":
             alive.discard(uri)
     return alive
+
+
+def test_connections_never_exceed_the_pool_size_across_workers(db, rds, names, redis_url, db_url):
+    """Four workers share one pool of DB_POOL_MAX_SIZE=2: never more than 2 connections."""
+    from connectors.synthetic import generate
+
+    load_events(rds, names.live, generate(8_000, n_dids=1_000, seed=4))
+    env = dict(os.environ)
+    env.update(
+        {
+            "REDIS_URL": redis_url,
+            "DATABASE_URL": db_url,
+            "INDEXER_STREAMS": names.live,
+            "INDEXER_GROUP": names.group,
+            "INDEXER_CONSUMER": names.consumer,
+            "INDEXER_DEAD_LETTER_STREAM": names.dead_letter,
+            "INDEXER_STOP_WHEN_IDLE": "0.5",
+            "INDEXER_BATCH_SIZE": "100",
+            "DB_POOL_MAX_SIZE": "2",
+            "DB_POOL_MIN_IDLE": "0",
+        }
+    )
+    dbname = db.info.dbname
+    seen: list[int] = []
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bytewax.run", "flows.index", "-w", "4"],
+        cwd=ROOT,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    while proc.poll() is None:
+        (n,) = db.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = %s AND application_name = 'bsky-indexer'",
+            (dbname,),
+        ).fetchone()
+        seen.append(n)
+        time.sleep(0.01)
+    assert proc.returncode == 0, proc.stderr.read()[-2000:]
+    assert max(seen) >= 1  # the sampling saw the indexer at work
+    assert max(seen) <= 2
+    assert rds.xlen(names.live) == 0
