@@ -136,7 +136,8 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _reason_kind(reason: str) -> str:
-    return reason.split(":", 1)[0]
+    # Whole reasons, shortened: "record" alone tells an operator nothing.
+    return reason if len(reason) <= 80 else reason[:77] + "..."
 
 
 class _CommitPartition(StatelessSinkPartition[tuple[str, list[Event]]]):
