@@ -50,6 +50,17 @@ Check = Callable[[Any], Issue | None]
 
 _STRONG_REF = {"type": "ref", "ref": "com.atproto.repo.strongRef"}
 _DATETIME = {"type": "string", "format": "datetime"}
+_SUBJECT_DID_RECORD = {
+    "main": {
+        "type": "record",
+        "key": "tid",
+        "record": {
+            "type": "object",
+            "required": ["subject", "createdAt"],
+            "properties": {"subject": {"type": "string", "format": "did"}, "createdAt": _DATETIME},
+        },
+    }
+}
 _SUBJECT_REF_RECORD = {
     "main": {
         "type": "record",
@@ -290,34 +301,9 @@ LEXICONS: dict[str, dict[str, Any]] = {
     # A like and a repost have the same record shape.
     "app.bsky.feed.like": _SUBJECT_REF_RECORD,
     "app.bsky.feed.repost": _SUBJECT_REF_RECORD,
-    "app.bsky.graph.follow": {
-        "main": {
-            "type": "record",
-            "key": "tid",
-            "record": {
-                "type": "object",
-                "required": ["subject", "createdAt"],
-                "properties": {
-                    "subject": {"type": "string", "format": "did"},
-                    "createdAt": _DATETIME,
-                },
-            },
-        }
-    },
-    "app.bsky.graph.block": {
-        "main": {
-            "type": "record",
-            "key": "tid",
-            "record": {
-                "type": "object",
-                "required": ["subject", "createdAt"],
-                "properties": {
-                    "subject": {"type": "string", "format": "did"},
-                    "createdAt": _DATETIME,
-                },
-            },
-        }
-    },
+    # A follow and a block have the same record shape.
+    "app.bsky.graph.follow": _SUBJECT_DID_RECORD,
+    "app.bsky.graph.block": _SUBJECT_DID_RECORD,
     "app.bsky.actor.profile": {
         "main": {
             "type": "record",

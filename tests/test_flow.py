@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import replace
@@ -44,6 +45,21 @@ def settings_for(names, redis_url: str, db_url: str, **overrides) -> Settings:
         db_pool_min_idle=0,
     )
     return replace(base, **overrides)
+
+
+def indexer_env(names, redis_url: str, db_url: str, **variables: str) -> dict[str, str]:
+    """The environment for an indexer process on this test's private streams and database."""
+    env = dict(os.environ)
+    env.update(
+        REDIS_URL=redis_url,
+        DATABASE_URL=db_url,
+        INDEXER_STREAMS=names.live,
+        INDEXER_GROUP=names.group,
+        INDEXER_CONSUMER=names.consumer,
+        INDEXER_DEAD_LETTER_STREAM=names.dead_letter,
+    )
+    env.update(variables)
+    return env
 
 
 def pending(rds, stream: str, group: str) -> int:
@@ -182,18 +198,13 @@ def test_run_with_two_workers_stops_when_idle(command, db, rds, names, redis_url
     p = f.post(ALICE)
     events = [p] + [f.like(f.did(f"u{i}"), p) for i in range(200)]
     load_events(rds, names.live, events)
-    env = dict(os.environ)
-    env.update(
-        {
-            "REDIS_URL": redis_url,
-            "DATABASE_URL": db_url,
-            "INDEXER_STREAMS": f"{names.live},{names.backfill}",
-            "INDEXER_GROUP": names.group,
-            "INDEXER_CONSUMER": names.consumer,
-            "INDEXER_DEAD_LETTER_STREAM": names.dead_letter,
-            "INDEXER_STOP_WHEN_IDLE": "0.5",
-            "INDEXER_BATCH_SIZE": "50",
-        }
+    env = indexer_env(
+        names,
+        redis_url,
+        db_url,
+        INDEXER_STREAMS=f"{names.live},{names.backfill}",
+        INDEXER_STOP_WHEN_IDLE="0.5",
+        INDEXER_BATCH_SIZE="50",
     )
     proc = subprocess.run(
         [sys.executable, *command],
@@ -282,27 +293,23 @@ def test_sigterm_finishes_the_batches_in_flight_and_exits_0(
 
     events = list(generate(20_000, n_dids=2_000, seed=3))
     total = load_events(rds, names.live, events)
-    env = dict(os.environ)
-    env.update(
-        {
-            "REDIS_URL": redis_url,
-            "DATABASE_URL": db_url,
-            "INDEXER_STREAMS": names.live,
-            "INDEXER_GROUP": names.group,
-            "INDEXER_CONSUMER": names.consumer,
-            "INDEXER_DEAD_LETTER_STREAM": names.dead_letter,
-            "INDEXER_STOP_WHEN_IDLE": "0.5",
-            "INDEXER_CONCURRENCY": "1000",
-        }
+    env = indexer_env(
+        names,
+        redis_url,
+        db_url,
+        INDEXER_STOP_WHEN_IDLE="0.5",
+        INDEXER_CONCURRENCY="1000",
     )
     cmd = [sys.executable, "-m", "bytewax.run", "flows.index", "-w", workers]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    log = tempfile.TemporaryFile(mode="w+")  # not a pipe: a full pipe would stall the indexer
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=log, text=True)
     deadline = time.monotonic() + 60
     while rds.xlen(names.live) > total - 2_000 and time.monotonic() < deadline:
         time.sleep(0.05)  # wait until it is well under way
     proc.send_signal(signal.SIGTERM)
-    stderr = proc.communicate(timeout=60)[1]
-    assert proc.returncode == 0, stderr[-2000:]
+    proc.wait(timeout=60)
+    log.seek(0)
+    assert proc.returncode == 0, log.read()[-2000:]
     left = rds.xlen(names.live)
     assert 0 < left < total  # stopped mid-run
     assert pending(rds, names.live, names.group) == 0
@@ -335,20 +342,14 @@ def test_connections_never_exceed_the_pool_size_across_workers(db, rds, names, r
     from connectors.synthetic import generate
 
     load_events(rds, names.live, generate(8_000, n_dids=1_000, seed=4))
-    env = dict(os.environ)
-    env.update(
-        {
-            "REDIS_URL": redis_url,
-            "DATABASE_URL": db_url,
-            "INDEXER_STREAMS": names.live,
-            "INDEXER_GROUP": names.group,
-            "INDEXER_CONSUMER": names.consumer,
-            "INDEXER_DEAD_LETTER_STREAM": names.dead_letter,
-            "INDEXER_STOP_WHEN_IDLE": "0.5",
-            "INDEXER_BATCH_SIZE": "100",
-            "DB_POOL_MAX_SIZE": "2",
-            "DB_POOL_MIN_IDLE": "0",
-        }
+    env = indexer_env(
+        names,
+        redis_url,
+        db_url,
+        INDEXER_STOP_WHEN_IDLE="0.5",
+        INDEXER_BATCH_SIZE="100",
+        DB_POOL_MAX_SIZE="2",
+        DB_POOL_MIN_IDLE="0",
     )
     from sinks.postgres.pool import close_all
 
@@ -359,7 +360,7 @@ def test_connections_never_exceed_the_pool_size_across_workers(db, rds, names, r
         [sys.executable, "-m", "bytewax.run", "flows.index", "-w", "4"],
         cwd=ROOT,
         env=env,
-        stderr=subprocess.PIPE,
+        stderr=(log := tempfile.TemporaryFile(mode="w+")),  # a full pipe would stall the indexer
         text=True,
     )
     while proc.poll() is None:
@@ -370,7 +371,8 @@ def test_connections_never_exceed_the_pool_size_across_workers(db, rds, names, r
         ).fetchone()
         seen.append(n)
         time.sleep(0.01)
-    assert proc.returncode == 0, proc.stderr.read()[-2000:]
+    log.seek(0)
+    assert proc.returncode == 0, log.read()[-2000:]
     assert max(seen) >= 1  # the sampling saw the indexer at work
     assert max(seen) <= 2
     assert rds.xlen(names.live) == 0
