@@ -355,6 +355,8 @@ def test_connections_never_exceed_the_pool_size_across_workers(db, rds, names, r
 
     close_all()  # this test process's own pools would be counted too
     dbname = db.info.dbname
+    # Backends of earlier tests' indexers may still be closing: count only those opened after launch.
+    (started,) = db.execute("SELECT clock_timestamp()").fetchone()
     seen: list[int] = []
     proc = subprocess.Popen(
         [sys.executable, "-m", "bytewax.run", "flows.index", "-w", "4"],
@@ -366,8 +368,8 @@ def test_connections_never_exceed_the_pool_size_across_workers(db, rds, names, r
     while proc.poll() is None:
         (n,) = db.execute(
             "SELECT count(*) FROM pg_stat_activity "
-            "WHERE datname = %s AND application_name = 'bsky-indexer'",
-            (dbname,),
+            "WHERE datname = %s AND application_name = 'bsky-indexer' AND backend_start >= %s",
+            (dbname, started),
         ).fetchone()
         seen.append(n)
         time.sleep(0.01)
