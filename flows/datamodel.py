@@ -64,8 +64,8 @@ _LANGUAGE_RE = re.compile(
     r"(?:-(?:[A-Za-z]{2}|[0-9]{3}))?"
     r"(?:-(?:[A-Za-z0-9]{5,8}|[0-9][A-Za-z0-9]{3}))*"
     r"(?:-[0-9A-WY-Za-wy-z](?:-[A-Za-z0-9]{2,8})+)*"
-    r"(?:-x(?:-[A-Za-z0-9]{1,8})+)?)"
-    r"|x(?:-[A-Za-z0-9]{1,8})+"
+    r"(?:-[xX](?:-[A-Za-z0-9]{1,8})+)?)"
+    r"|[xX](?:-[A-Za-z0-9]{1,8})+"
     r")"
 )
 
@@ -132,8 +132,57 @@ def is_uri(s: Any) -> bool:
     return type(s) is str and len(s) <= 8192 and _URI_RE.fullmatch(s) is not None
 
 
+_GRANDFATHERED = frozenset(
+    "en-GB-oed i-ami i-bnn i-default i-enochian i-hak i-klingon i-lux i-mingo i-navajo i-pwn i-tao"
+    " i-tay i-tsu sgn-BE-FR sgn-BE-NL sgn-CH-DE art-lojban cel-gaulish no-bok no-nyn zh-guoyu"
+    " zh-hakka zh-min zh-min-nan zh-xiang".split()
+)
+_PRIMARY_RE = re.compile(r"[a-z]{2,3}")
+_EXTLANG_RE = re.compile(r"[A-Za-z]{3}")
+_SCRIPT_RE = re.compile(r"[A-Za-z]{4}")
+_REGION_RE = re.compile(r"[A-Za-z]{2}|[0-9]{3}")
+_VARIANT_RE = re.compile(r"[A-Za-z0-9]{5,8}|[0-9][A-Za-z0-9]{3}")
+_SINGLETON_RE = re.compile(r"[0-9A-WYZa-wyz]")
+_EXTENSION_RE = re.compile(r"[A-Za-z0-9]{2,8}")
+
+
+def _repeats_variant_or_singleton(tags: list[str]) -> bool:
+    """RFC 5646 §4.1: a variant or an extension singleton may not appear twice (upstream's
+    strict language format checks this after the syntax)."""
+    i = 1
+    while i < len(tags) and i <= 3 and _EXTLANG_RE.fullmatch(tags[i]):
+        i += 1
+    if i < len(tags) and _SCRIPT_RE.fullmatch(tags[i]):
+        i += 1
+    if i < len(tags) and _REGION_RE.fullmatch(tags[i]):
+        i += 1
+    seen: set[str] = set()
+    while i < len(tags) and _VARIANT_RE.fullmatch(tags[i]):
+        if (v := tags[i].lower()) in seen:
+            return True
+        seen.add(v)
+        i += 1
+    seen = set()
+    while i < len(tags) and _SINGLETON_RE.fullmatch(tags[i]):
+        if (v := tags[i].lower()) in seen:
+            return True
+        seen.add(v)
+        i += 1
+        while i < len(tags) and _EXTENSION_RE.fullmatch(tags[i]):
+            i += 1
+    return False
+
+
 def is_language(s: Any) -> bool:
-    return type(s) is str and len(s) <= 128 and _LANGUAGE_RE.fullmatch(s) is not None
+    """A BCP-47 tag as upstream's strict ``language`` format takes it: well-formed, and unless
+    grandfathered or private use, a lower-case 2-3 letter primary subtag and no repeated
+    variant or extension singleton."""
+    if type(s) is not str or len(s) > 128 or _LANGUAGE_RE.fullmatch(s) is None:
+        return False
+    if s in _GRANDFATHERED or s[0] in "xX":
+        return True
+    tags = s.split("-")
+    return _PRIMARY_RE.fullmatch(tags[0]) is not None and not _repeats_variant_or_singleton(tags)
 
 
 # --------------------------------------------------------------------------------------------

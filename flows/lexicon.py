@@ -4,12 +4,14 @@
 is invalid and None when it is valid, the way upstream's indexer (``@atproto/bsky`` 0.0.280,
 ``@atproto/lex`` in "validate" mode, strict) decides whether to index it:
 
-* the record must be an object whose ``$type`` equals the collection;
+* the record must be an object whose ``$type`` equals the collection (except for ``UNCHECKED``
+  collections, which upstream indexes unvalidated: they only get the string scan below);
 * no string (value or key) anywhere may contain NUL (PostgreSQL text/jsonb cannot store it) or be
   longer than ``MAX_STRING_BYTES`` UTF-8 bytes;
 * for the collections in ``RULES_FOR`` the record must match its lexicon: required fields,
   types, string formats and length limits, array lengths, blob shape/accept/maxSize, union
-  members. Unknown extra fields are allowed; open unions accept unknown ``$type`` values.
+  members, and a named object's ``$type``, when present, must name it. Unknown extra fields are
+  allowed; open unions accept unknown ``$type`` values.
   Other collections only get the two generic checks above.
 
 The schemas below are a transcription of the lexicon JSON documents (bluesky-social/atproto,
@@ -72,6 +74,20 @@ _SUBJECT_REF_RECORD = {
         },
     }
 }
+_SUBJECT_URI_RECORD = {
+    "main": {
+        "type": "record",
+        "key": "tid",
+        "record": {
+            "type": "object",
+            "required": ["subject", "createdAt"],
+            "properties": {
+                "subject": {"type": "string", "format": "at-uri"},
+                "createdAt": _DATETIME,
+            },
+        },
+    }
+}
 _SELF_LABELS = {"type": "union", "refs": ["com.atproto.label.defs#selfLabels"]}
 _IMAGE_BLOB_PNG_JPEG = {"type": "blob", "accept": ["image/png", "image/jpeg"], "maxSize": 1000000}
 _FACETS = {"type": "array", "items": {"type": "ref", "ref": "app.bsky.richtext.facet"}}
@@ -103,6 +119,31 @@ LEXICONS: dict[str, dict[str, Any]] = {
             "type": "object",
             "required": ["val"],
             "properties": {"val": {"type": "string", "maxLength": 128}},
+        },
+        "labelValue": {"type": "string"},  # known values only, any string passes
+        "labelValueDefinition": {
+            "type": "object",
+            "required": ["identifier", "severity", "blurs", "locales"],
+            "properties": {
+                "identifier": {"type": "string", "maxLength": 100, "maxGraphemes": 100},
+                "severity": {"type": "string"},
+                "blurs": {"type": "string"},
+                "defaultSetting": {"type": "string"},
+                "adultOnly": {"type": "boolean"},
+                "locales": {
+                    "type": "array",
+                    "items": {"type": "ref", "ref": "#labelValueDefinitionStrings"},
+                },
+            },
+        },
+        "labelValueDefinitionStrings": {
+            "type": "object",
+            "required": ["lang", "name", "description"],
+            "properties": {
+                "lang": {"type": "string", "format": "language"},
+                "name": {"type": "string", "maxGraphemes": 64, "maxLength": 640},
+                "description": {"type": "string", "maxGraphemes": 10000, "maxLength": 100000},
+            },
         },
     },
     "app.bsky.richtext.facet": {
@@ -167,7 +208,29 @@ LEXICONS: dict[str, dict[str, Any]] = {
             "type": "object",
             "required": ["image", "alt"],
             "properties": {
-                "image": {"type": "blob", "accept": ["image/*"], "maxSize": 1000000},
+                "image": {"type": "blob", "accept": ["image/*"], "maxSize": 2000000},
+                "alt": {"type": "string"},
+                "aspectRatio": {"type": "ref", "ref": "app.bsky.embed.defs#aspectRatio"},
+            },
+        },
+    },
+    "app.bsky.embed.gallery": {
+        "main": {
+            "type": "object",
+            "required": ["items"],
+            "properties": {
+                "items": {
+                    "type": "array",
+                    "items": {"type": "union", "refs": ["#image"]},
+                    "maxLength": 20,
+                }
+            },
+        },
+        "image": {
+            "type": "object",
+            "required": ["image", "alt", "aspectRatio"],
+            "properties": {
+                "image": {"type": "blob", "accept": ["image/*"], "maxSize": 2000000},
                 "alt": {"type": "string"},
                 "aspectRatio": {"type": "ref", "ref": "app.bsky.embed.defs#aspectRatio"},
             },
@@ -208,6 +271,7 @@ LEXICONS: dict[str, dict[str, Any]] = {
                     "refs": [
                         "app.bsky.embed.images",
                         "app.bsky.embed.video",
+                        "app.bsky.embed.gallery",
                         "app.bsky.embed.external",
                     ],
                 },
@@ -219,14 +283,15 @@ LEXICONS: dict[str, dict[str, Any]] = {
             "type": "object",
             "required": ["video"],
             "properties": {
-                "video": {"type": "blob", "accept": ["video/mp4"], "maxSize": 100000000},
+                "video": {"type": "blob", "accept": ["video/mp4"], "maxSize": 300000000},
                 "captions": {
                     "type": "array",
                     "items": {"type": "ref", "ref": "#caption"},
                     "maxLength": 20,
                 },
-                "alt": {"type": "string", "maxGraphemes": 1000, "maxLength": 10000},
+                "alt": {"type": "string"},  # no limits in the 0.0.280 schema
                 "aspectRatio": {"type": "ref", "ref": "app.bsky.embed.defs#aspectRatio"},
+                "presentation": {"type": "string"},
             },
         },
         "caption": {
@@ -255,6 +320,7 @@ LEXICONS: dict[str, dict[str, Any]] = {
                         "refs": [
                             "app.bsky.embed.images",
                             "app.bsky.embed.video",
+                            "app.bsky.embed.gallery",
                             "app.bsky.embed.external",
                             "app.bsky.embed.record",
                             "app.bsky.embed.recordWithMedia",
@@ -432,19 +498,186 @@ LEXICONS: dict[str, dict[str, Any]] = {
             },
         }
     },
-    "app.bsky.graph.listblock": {
+    # A list block and a reference-list opt-out have the same record shape.
+    "app.bsky.graph.listblock": _SUBJECT_URI_RECORD,
+    "app.bsky.graph.referencelistoptout": _SUBJECT_URI_RECORD,
+    "app.bsky.feed.generator": {
+        "main": {
+            "type": "record",
+            "key": "any",
+            "record": {
+                "type": "object",
+                "required": ["did", "displayName", "createdAt"],
+                "properties": {
+                    "did": {"type": "string", "format": "did"},
+                    "displayName": {"type": "string", "maxGraphemes": 24, "maxLength": 240},
+                    "description": {"type": "string", "maxGraphemes": 300, "maxLength": 3000},
+                    "descriptionFacets": _FACETS,
+                    "avatar": _IMAGE_BLOB_PNG_JPEG,
+                    "acceptsInteractions": {"type": "boolean"},
+                    "labels": _SELF_LABELS,
+                    "contentMode": {"type": "string"},
+                    "createdAt": _DATETIME,
+                },
+            },
+        }
+    },
+    "app.bsky.graph.starterpack": {
         "main": {
             "type": "record",
             "key": "tid",
             "record": {
                 "type": "object",
-                "required": ["subject", "createdAt"],
+                "required": ["name", "list", "createdAt"],
                 "properties": {
-                    "subject": {"type": "string", "format": "at-uri"},
+                    "name": {
+                        "type": "string",
+                        "maxGraphemes": 50,
+                        "maxLength": 500,
+                        "minLength": 1,
+                    },
+                    "description": {"type": "string", "maxGraphemes": 300, "maxLength": 3000},
+                    "descriptionFacets": _FACETS,
+                    "list": {"type": "string", "format": "at-uri"},
+                    "feeds": {
+                        "type": "array",
+                        "maxLength": 3,
+                        "items": {"type": "ref", "ref": "#feedItem"},
+                    },
+                    "createdAt": _DATETIME,
+                },
+            },
+        },
+        "feedItem": {
+            "type": "object",
+            "required": ["uri"],
+            "properties": {"uri": {"type": "string", "format": "at-uri"}},
+        },
+    },
+    "app.bsky.labeler.service": {
+        "main": {
+            "type": "record",
+            "key": "literal:self",
+            "record": {
+                "type": "object",
+                "required": ["policies", "createdAt"],
+                "properties": {
+                    "policies": {"type": "ref", "ref": "app.bsky.labeler.defs#labelerPolicies"},
+                    "labels": _SELF_LABELS,
+                    "createdAt": _DATETIME,
+                    "reasonTypes": {
+                        "type": "array",
+                        "items": {"type": "ref", "ref": "com.atproto.moderation.defs#reasonType"},
+                    },
+                    "subjectTypes": {
+                        "type": "array",
+                        "items": {"type": "ref", "ref": "com.atproto.moderation.defs#subjectType"},
+                    },
+                    "subjectCollections": {
+                        "type": "array",
+                        "items": {"type": "string", "format": "nsid"},
+                    },
+                },
+            },
+        }
+    },
+    "app.bsky.labeler.defs": {
+        "labelerPolicies": {
+            "type": "object",
+            "required": ["labelValues"],
+            "properties": {
+                "labelValues": {
+                    "type": "array",
+                    "items": {"type": "ref", "ref": "com.atproto.label.defs#labelValue"},
+                },
+                "labelValueDefinitions": {
+                    "type": "array",
+                    "items": {"type": "ref", "ref": "com.atproto.label.defs#labelValueDefinition"},
+                },
+            },
+        },
+    },
+    "com.atproto.moderation.defs": {
+        # Open sets of known values: any string.
+        "reasonType": {"type": "string"},
+        "subjectType": {"type": "string"},
+    },
+    "app.bsky.graph.verification": {
+        "main": {
+            "type": "record",
+            "key": "tid",
+            "record": {
+                "type": "object",
+                "required": ["subject", "handle", "displayName", "createdAt"],
+                "properties": {
+                    "subject": {"type": "string", "format": "did"},
+                    "handle": {"type": "string", "format": "handle"},
+                    "displayName": {"type": "string"},
                     "createdAt": _DATETIME,
                 },
             },
         }
+    },
+    "app.bsky.actor.status": {
+        "main": {
+            "type": "record",
+            "key": "literal:self",
+            "record": {
+                "type": "object",
+                "required": ["status", "createdAt"],
+                "properties": {
+                    "status": {"type": "string"},
+                    "embed": {"type": "union", "refs": ["app.bsky.embed.external"]},
+                    "durationMinutes": {"type": "integer", "minimum": 1},
+                    "createdAt": _DATETIME,
+                },
+            },
+        }
+    },
+    "app.bsky.notification.declaration": {
+        "main": {
+            "type": "record",
+            "key": "literal:self",
+            "record": {
+                "type": "object",
+                "required": ["allowSubscriptions"],
+                "properties": {"allowSubscriptions": {"type": "string"}},
+            },
+        }
+    },
+    "com.germnetwork.declaration": {
+        "main": {
+            "type": "record",
+            "key": "literal:self",
+            "record": {
+                "type": "object",
+                "required": ["version", "currentKey"],
+                "properties": {
+                    "version": {"type": "string", "minLength": 5, "maxLength": 14},
+                    "currentKey": {"type": "bytes"},
+                    "messageMe": {"type": "ref", "ref": "#messageMe"},
+                    "keyPackage": {"type": "bytes"},
+                    "continuityProofs": {
+                        "type": "array",
+                        "maxLength": 1000,
+                        "items": {"type": "bytes"},
+                    },
+                },
+            },
+        },
+        "messageMe": {
+            "type": "object",
+            "required": ["messageMeUrl", "showButtonTo"],
+            "properties": {
+                "messageMeUrl": {
+                    "type": "string",
+                    "format": "uri",
+                    "minLength": 1,
+                    "maxLength": 2047,
+                },
+                "showButtonTo": {"type": "string", "minLength": 1, "maxLength": 100},
+            },
+        },
     },
 }
 
@@ -584,6 +817,8 @@ class _Compiler:
             c = self._token(full)
         elif defn["type"] == "record":
             c = self.compile(defn["record"], nsid)
+        elif defn["type"] == "object":
+            c = self._typed(self.compile(defn, nsid), nsid if name == "main" else full)
         else:
             c = self.compile(defn, nsid)
         slot.append(c)
@@ -735,6 +970,18 @@ class _Compiler:
 
         return check
 
+    @staticmethod
+    def _typed(inner: Check, type_: str) -> Check:
+        """A named object definition: a ``$type``, when present, must name it (upstream's
+        typedObject), wherever the object appears."""
+
+        def check(v: Any) -> Issue | None:
+            if type(v) is dict and "$type" in v and v["$type"] != type_:
+                return ("$type", f"must be {type_!r}, not {_show(v['$type'])}")
+            return inner(v)
+
+        return check
+
     def _token(self, full: str) -> Check:
         def check(v: Any) -> Issue | None:
             return None if v == full else ("", f"must be the token {full!r}")
@@ -832,6 +1079,10 @@ class _Compiler:
 
 _MISSING = object()
 
+# Collections upstream indexes without validating the record at all (its chat declaration plugin
+# switches validation off), not even its $type: only the generic string scan applies.
+UNCHECKED = frozenset({"chat.bsky.actor.declaration"})
+
 _COMPILER = _Compiler(LEXICONS)
 # Collections with full schema rules; the others only get the generic checks.
 RULES_FOR: dict[str, Check] = {
@@ -898,6 +1149,8 @@ def validate_record(collection: str, record: Any, *, scan_strings: bool = True) 
     """
     if type(record) is not dict:
         return f"record must be an object, not {_kind(record)}"
+    if collection in UNCHECKED:
+        return _scan(record, "", 0) if scan_strings else None
     t = record.get("$type")
     if t is None:
         return "record has no $type"

@@ -136,3 +136,121 @@ def mention(did_: str) -> dict[str, Any]:
         "index": {"byteStart": 0, "byteEnd": 5},
         "features": [{"$type": "app.bsky.richtext.facet#mention", "did": did_}],
     }
+
+
+def account(author: str, active: bool, status: str | None = None, time: str = TIME) -> dict:
+    return {
+        "type": "account",
+        "seq": next(_seq),
+        "time": time,
+        "did": author,
+        "active": active,
+        "status": status,
+    }
+
+
+def identity(author: str, handle: str | None, time: str = TIME) -> dict[str, Any]:
+    return {"type": "identity", "seq": next(_seq), "time": time, "did": author, "handle": handle}
+
+
+# -- lists, feeds, starter packs, labelers, verifications, declarations ------------------------
+
+FACETS = [
+    {
+        "index": {"byteStart": 0, "byteEnd": 4},
+        "features": [{"$type": "app.bsky.richtext.facet#link", "uri": "https://example.com"}],
+    }
+]
+
+
+def list_(author: str, name: str = "friends", **fields: Any) -> dict[str, Any]:
+    fields.setdefault("purpose", "app.bsky.graph.defs#curatelist")
+    return create(author, "app.bsky.graph.list", {"name": name, **fields})
+
+
+def list_item(author: str, lst: dict[str, Any] | str, subject: str) -> dict[str, Any]:
+    list_uri = lst if isinstance(lst, str) else event_uri(lst)
+    return create(author, "app.bsky.graph.listitem", {"subject": subject, "list": list_uri})
+
+
+def list_block(author: str, lst: dict[str, Any] | str) -> dict[str, Any]:
+    subject = lst if isinstance(lst, str) else event_uri(lst)
+    return create(author, "app.bsky.graph.listblock", {"subject": subject})
+
+
+def list_opt_out(author: str, lst: dict[str, Any] | str) -> dict[str, Any]:
+    subject = lst if isinstance(lst, str) else event_uri(lst)
+    return create(author, "app.bsky.graph.referencelistoptout", {"subject": subject})
+
+
+def feed_generator(author: str, feed_did: str, name: str = "Cats", **fields: Any) -> dict:
+    return create(
+        author, "app.bsky.feed.generator", {"did": feed_did, "displayName": name, **fields}
+    )
+
+
+def starter_pack(author: str, lst: dict[str, Any], name: str = "Pack", **fields: Any) -> dict:
+    return create(
+        author, "app.bsky.graph.starterpack", {"name": name, "list": event_uri(lst), **fields}
+    )
+
+
+def labeler(author: str, rkey: str = "self", **fields: Any) -> dict[str, Any]:
+    fields.setdefault("policies", {"labelValues": ["spam"]})
+    return create(author, "app.bsky.labeler.service", fields, rkey=rkey)
+
+
+def verification(author: str, subject: str, handle: str, name: str = "Someone") -> dict:
+    return create(
+        author,
+        "app.bsky.graph.verification",
+        {"subject": subject, "handle": handle, "displayName": name},
+    )
+
+
+def actor_status(author: str, rkey: str = "self", **fields: Any) -> dict[str, Any]:
+    fields.setdefault("status", "app.bsky.actor.status#live")
+    return create(author, "app.bsky.actor.status", fields, rkey=rkey)
+
+
+def threadgate(post_: dict[str, Any], allow: list[dict] | None = None, **fields: Any) -> dict:
+    """A threadgate on post_ (same author and rkey); ``allow=None`` leaves the field out."""
+    if allow is not None:
+        fields["allow"] = allow
+    record = {"post": event_uri(post_), **fields}
+    return create(post_["did"], "app.bsky.feed.threadgate", record, rkey=post_["rkey"])
+
+
+def rule(name: str, **fields: Any) -> dict[str, Any]:
+    """A threadgate rule: mentionRule, followerRule, followingRule or listRule (with list=)."""
+    return {"$type": f"app.bsky.feed.threadgate#{name}", **fields}
+
+
+def postgate(post_: dict[str, Any], disable: bool = True, **fields: Any) -> dict[str, Any]:
+    """A postgate on post_; ``disable`` adds the rule that forbids quoting it."""
+    if disable:
+        fields["embeddingRules"] = [{"$type": "app.bsky.feed.postgate#disableRule"}]
+    record = {"post": event_uri(post_), **fields}
+    return create(post_["did"], "app.bsky.feed.postgate", record, rkey=post_["rkey"])
+
+
+def gallery(*seeds: str) -> dict[str, Any]:
+    """A gallery embed with one image item per seed."""
+    items = [
+        {
+            "$type": "app.bsky.embed.gallery#image",
+            "image": blob(s, "image/png"),
+            "alt": s,
+            "aspectRatio": {"width": 4, "height": 3},
+        }
+        for s in seeds
+    ]
+    return {"$type": "app.bsky.embed.gallery", "items": items}
+
+
+def quote_embed(subject: dict[str, Any], media: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An embed of subject's record, with media (recordWithMedia) when given."""
+    record = {"$type": "app.bsky.embed.record", "record": ref(subject)}
+    if media is None:
+        return record
+    return {"$type": "app.bsky.embed.recordWithMedia", "record": record, "media": media}

@@ -679,10 +679,10 @@ BAD = [
         _post(
             embed={
                 "$type": "app.bsky.embed.images",
-                "images": [{"alt": "a", "image": _canonical_blob(2_000_000)}],
+                "images": [{"alt": "a", "image": _canonical_blob(2_000_001)}],
             }
         ),
-        "embed.images[0].image blob is larger than 1000000 bytes",
+        "embed.images[0].image blob is larger than 2000000 bytes",
     ),
     (
         "app.bsky.feed.post",

@@ -152,8 +152,9 @@ def test_account_without_status_or_seq() -> None:
         ("alice.example.com", "alice.example.com"),
         ("Alice.Example.COM", "alice.example.com"),
         (None, None),
-        ("handle.invalid", None),
-        ("not a handle", None),
+        ("handle.invalid", "handle.invalid"),
+        ("Handle.Invalid", "handle.invalid"),
+        ("not a handle", "handle.invalid"),
     ],
 )
 def test_identity(handle: str | None, want: str | None) -> None:
@@ -697,3 +698,196 @@ def test_never_raises_on_arbitrary_records_in_valid_envelopes(
 )
 def test_never_raises_on_arbitrary_field_maps(f: dict) -> None:
     _check_invariants(decode_entry("s", "1-0", f))
+
+
+# --------------------------------------------------------------------------------------------
+# Lexicons of lists, feeds, starter packs, labelers, verifications, status and declarations
+# (verdicts checked against upstream's own @atproto/lex schemas)
+# --------------------------------------------------------------------------------------------
+
+LIST_URI = f"at://{DID}/app.bsky.graph.list/3k"
+IMAGE = {"$type": "blob", "ref": {"$link": BLOB_CID}, "mimeType": "image/png", "size": 10}
+LABELER = {
+    "$type": "app.bsky.labeler.service",
+    "policies": {
+        "labelValues": ["spam"],
+        "labelValueDefinitions": [
+            {
+                "identifier": "spam",
+                "severity": "alert",
+                "blurs": "none",
+                "locales": [{"lang": "en", "name": "Spam", "description": "spammy"}],
+            }
+        ],
+    },
+    "createdAt": NOW,
+}
+GOOD_RECORDS = [
+    {
+        "$type": "app.bsky.graph.list",
+        "name": "L",
+        "purpose": "app.bsky.graph.defs#anything",  # known values only: any string
+        "avatar": IMAGE,
+        "createdAt": NOW,
+    },
+    {"$type": "app.bsky.graph.referencelistoptout", "subject": LIST_URI, "createdAt": NOW},
+    {
+        "$type": "app.bsky.feed.generator",
+        "did": "did:web:feeds.example.com",
+        "displayName": "e\u0301" * 24,  # 24 graphemes, 48 code points
+        "contentMode": "app.bsky.feed.defs#contentModeVideo",
+        "createdAt": NOW,
+    },
+    {
+        "$type": "app.bsky.graph.starterpack",
+        "name": "P",
+        "list": LIST_URI,
+        "feeds": [{"$type": "app.bsky.graph.starterpack#feedItem", "uri": LIST_URI}],
+        "createdAt": NOW,
+    },
+    LABELER,
+    {
+        "$type": "app.bsky.graph.verification",
+        "subject": DID,
+        "handle": "alice.example.com",
+        "displayName": "",
+        "createdAt": NOW,
+    },
+    {"$type": "app.bsky.actor.status", "status": "x", "createdAt": NOW},
+    {"$type": "app.bsky.notification.declaration", "allowSubscriptions": "none"},
+    {"$type": "com.germnetwork.declaration", "version": "1.0.0", "currentKey": {"$bytes": "AQ"}},
+    # Upstream does not validate chat declarations at all.
+    {"$type": "chat.bsky.actor.declaration", "allowIncoming": 1},
+    {"$type": "app.bsky.feed.post", "text": "x", "langs": ["X-private"], "createdAt": NOW},
+    {
+        "$type": "app.bsky.feed.post",
+        "text": "big picture",
+        "embed": {
+            "$type": "app.bsky.embed.images",
+            "images": [{"image": {**IMAGE, "size": 2_000_000}, "alt": ""}],
+        },
+        "createdAt": NOW,
+    },
+]
+
+
+@pytest.mark.parametrize("record", GOOD_RECORDS, ids=lambda r: r["$type"])
+def test_valid_records_of_the_other_collections(record: dict) -> None:
+    collection = "chat.bsky.actor.declaration" if "allowIncoming" in record else record["$type"]
+    ev = decode(create(collection, record))
+    assert ev.ok, ev.error
+
+
+BAD_RECORDS = [
+    (
+        {"$type": "app.bsky.graph.list", "name": "x" * 65, "purpose": "p", "createdAt": NOW},
+        "name is longer than 64 bytes",
+    ),
+    (
+        {
+            "$type": "app.bsky.graph.list",
+            "name": "L",
+            "purpose": "p",
+            "createdAt": NOW,
+            "avatar": {**IMAGE, "mimeType": "image/gif"},
+        },
+        "avatar blob mimeType 'image/gif' is not accepted",
+    ),
+    (
+        {"$type": "app.bsky.graph.listitem", "subject": DID, "list": LIST_URI},
+        "createdAt is required",
+    ),
+    (
+        {"$type": "app.bsky.graph.referencelistoptout", "subject": 5, "createdAt": NOW},
+        "subject must be a string",
+    ),
+    (
+        {"$type": "app.bsky.feed.generator", "did": "nope", "displayName": "x", "createdAt": NOW},
+        "did is not a DID",
+    ),
+    (
+        {
+            "$type": "app.bsky.graph.starterpack",
+            "name": "P",
+            "list": LIST_URI,
+            "createdAt": NOW,
+            "feeds": [{"uri": LIST_URI}] * 4,
+        },
+        "feeds has more than 3 items",
+    ),
+    (
+        # A named object's $type must name it, even outside a union.
+        {
+            "$type": "app.bsky.graph.starterpack",
+            "name": "P",
+            "list": LIST_URI,
+            "createdAt": NOW,
+            "feeds": [{"$type": "app.bsky.feed.defs#generatorView", "uri": LIST_URI}],
+        },
+        "feeds[0].$type must be 'app.bsky.graph.starterpack#feedItem'",
+    ),
+    (
+        {
+            **LABELER,
+            "policies": {
+                **LABELER["policies"],
+                "labelValueDefinitions": [
+                    {
+                        **LABELER["policies"]["labelValueDefinitions"][0],  # type: ignore[index]
+                        "locales": [{"lang": "EN", "name": "Spam", "description": "spammy"}],
+                    }
+                ],
+            },
+        },
+        "locales[0].lang is not a language tag",
+    ),
+    (
+        {**LABELER, "subjectCollections": ["not an nsid"]},
+        "subjectCollections[0] is not an NSID",
+    ),
+    (
+        {
+            "$type": "app.bsky.graph.verification",
+            "subject": DID,
+            "handle": "alice.example.com",
+            "createdAt": NOW,
+        },
+        "displayName is required",
+    ),
+    (
+        {
+            "$type": "app.bsky.actor.status",
+            "status": "x",
+            "createdAt": NOW,
+            "embed": {"$type": "app.bsky.embed.external", "external": {"uri": "https://x.com"}},
+        },
+        "embed.external.title is required",
+    ),
+    (
+        {"$type": "com.germnetwork.declaration", "version": "1.0", "currentKey": {"$bytes": "AQ"}},
+        "version is shorter than 5 bytes",
+    ),
+    (
+        {"$type": "com.germnetwork.declaration", "version": "1.0.0", "currentKey": "AQ"},
+        "currentKey must be bytes",
+    ),
+    (
+        {"$type": "app.bsky.notification.declaration", "allowSubscriptions": None},
+        "allowSubscriptions must not be null",
+    ),
+    (
+        {"$type": "app.bsky.feed.post", "text": "x", "langs": ["abcd"], "createdAt": NOW},
+        "langs[0] is not a language tag",  # strict BCP-47: a 2-3 letter primary subtag
+    ),
+    (
+        {"$type": "app.bsky.feed.post", "text": "x", "langs": ["de-1901-1901"], "createdAt": NOW},
+        "langs[0] is not a language tag",  # a repeated variant
+    ),
+]
+
+
+@pytest.mark.parametrize(("record", "reason"), BAD_RECORDS, ids=lambda v: str(v)[:40])
+def test_invalid_records_of_the_other_collections(record: dict, reason: str) -> None:
+    ev = decode(create(record["$type"], record))
+    assert ev.error is not None and reason in ev.error, ev.error
+    assert ev.record is None and ev.uri is not None

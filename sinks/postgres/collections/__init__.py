@@ -6,7 +6,11 @@ A collection module defines:
 - ``dedup_key(record)``: the record's duplicate key (its table's UNIQUE key minus the creator),
   or None when records of this collection are never duplicates.
 - ``reads(event)``: URIs of other records this record's rows depend on (reply parents, gates...),
-  so a batch is cut where one event would read what another in the same batch writes.
+  so a batch is cut where one event would read what another in the same batch writes; rows it
+  cannot name by URI are named by the keys of ``_keys.written_by`` (a reply's threadgate check
+  reads follows and list items).
+- optionally ``DUPLICATES``: True when duplicates are recorded although ``PROMOTES`` is False
+  (reference-list opt-outs), so a delete is still kept apart from a create that could collide.
 - optionally ``watches(event)``: URIs whose write *later* in the batch would change this record's
   rows (a repost's subject: deleting the post removes the repost's feed item), so the batch is cut
   there, but a write *earlier* in the batch does not matter.
@@ -26,7 +30,49 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import block, follow, like, post, profile, repost
+from . import (
+    actor_status,
+    block,
+    chat_declaration,
+    feed_generator,
+    follow,
+    germ_declaration,
+    labeler,
+    like,
+    list_block,
+    list_item,
+    lists,
+    notification_declaration,
+    post,
+    postgate,
+    profile,
+    reference_list_opt_out,
+    repost,
+    starter_pack,
+    threadgate,
+    verification,
+)
 
-MODULES: tuple[ModuleType, ...] = (post, like, repost, follow, block, profile)
+MODULES: tuple[ModuleType, ...] = (
+    post,
+    threadgate,
+    postgate,
+    like,
+    repost,
+    follow,
+    block,
+    profile,
+    lists,
+    list_item,
+    list_block,
+    reference_list_opt_out,
+    feed_generator,
+    starter_pack,
+    labeler,
+    verification,
+    actor_status,
+    chat_declaration,
+    germ_declaration,
+    notification_declaration,
+)
 BY_NSID: dict[str, ModuleType] = {m.NSID: m for m in MODULES}

@@ -18,6 +18,51 @@ def did_of(uri_sql: str) -> str:
 FIRST_INSERT = "(e.op = 'create' OR (e.op = 'update' AND NOT EXISTS (SELECT 1 FROM _gone g WHERE g.uri = e.uri)))"
 
 
+def delete_rows(nsid: str, table: str) -> str:
+    """DELETE_SQL of a collection whose delete neither notifies nor counts: the rows go, listed
+    in ``_gone`` with their notifications kept."""
+    return f"""
+WITH gone AS (
+  DELETE FROM "{table}" t USING {rows_of(nsid, "'delete', 'update'")} AND t.uri = e.uri
+  RETURNING t.uri, e.op, e.idx
+)
+INSERT INTO _gone (uri, collection, op, idx, drop_notifs)
+SELECT uri, '{nsid}', op, idx, false FROM gone;
+"""
+
+
+def insert_rows(
+    nsid: str, table: str, values: dict[str, str], where: str = "", duplicates: str = ""
+) -> str:
+    """INSERT_SQL of a collection whose insert neither notifies nor counts. ``values`` maps the
+    table's own columns to SQL over ``e`` (the common ones are added here), ``where`` narrows the
+    rows that get one, and ``duplicates`` (the UNIQUE key match, see record_duplicates) records
+    a collision as a duplicate."""
+    cols = "".join(f', "{c}"' for c in values)
+    exprs = "".join(f", {v}" for v in values.values())
+    new = f"INSERT INTO _new (uri, collection) SELECT uri, '{nsid}' FROM ins"
+    tail = (
+        f"), new AS (\n  {new}\n){record_duplicates(nsid, table, duplicates)}"
+        if duplicates
+        else f")\n{new};\n"
+    )
+    return f"""
+WITH ins AS (
+  INSERT INTO "{table}" (uri, cid, creator{cols}, "createdAt", "indexedAt")
+  SELECT e.uri, e.cid, e.did{exprs}, e.c, e.ts
+  FROM {rows_of(nsid, "'create', 'update', 'promote'")}{where}
+  ORDER BY e.idx
+  ON CONFLICT DO NOTHING
+  RETURNING uri
+{tail}"""
+
+
+def json_text(field: str) -> str:
+    """A record field as JSON text the way upstream's ``JSON.stringify`` writes it: compact, keys
+    in record order (the ``json`` column is compact; the ``jsonb`` one would reorder and space)."""
+    return f"((e.json::json)->'{field}')::text"
+
+
 def record_duplicates(nsid: str, table: str, match: str) -> str:
     """The final statement of an insert step: a create that collided with another row of the same
     creator on ``match`` (the UNIQUE key) is recorded in duplicate_record, pointing at that row."""
@@ -76,4 +121,46 @@ WITH ins AS (
   FROM ins i JOIN _ev e ON e.uri = i.uri
   WHERE {FIRST_INSERT} AND {did_of("i.subject")} <> i.creator{via}
 ){record_duplicates(nsid, table, "t.subject = e.record->'subject'->>'uri'")}"""
+    return delete_sql, insert_sql
+
+
+def posts_seen_at(idx: str, cond: str) -> str:
+    """The ``post`` rows matching ``cond`` (over alias ``v``) that the event at segment position
+    ``idx`` would see if the segment were applied event by event: posts inserted later in the
+    segment (``_post``) are not there yet, posts deleted later (``_post_gone``) still are."""
+    cols = 'v.uri, v.cid, v.creator, v."replyRoot", v."replyParent", v."sortAt", v."indexedAt"'
+    return f"""(
+    SELECT {cols} FROM post v
+    WHERE {cond} AND NOT EXISTS (SELECT 1 FROM _post n WHERE n.uri = v.uri AND n.idx > {idx})
+    UNION ALL
+    SELECT {cols} FROM _post_gone v WHERE {cond} AND v.idx > {idx})"""
+
+
+def gate_collection(nsid: str, table: str, flag: str) -> tuple[str, str]:
+    """DELETE_SQL and INSERT_SQL of a thread or post gate: its row, and its post's ``flag``
+    column set on insert (even when the gate row already existed; a post indexed later keeps
+    NULL) and cleared on delete, as upstream does. No notifications, no counters."""
+    delete_sql = f"""
+WITH gone AS (
+  DELETE FROM "{table}" t USING {rows_of(nsid, "'delete', 'update'")} AND t.uri = e.uri
+  RETURNING t.uri, t."postUri", e.op, e.idx
+), flag AS (
+  UPDATE post p SET "{flag}" = false FROM gone g WHERE p.uri = g."postUri"
+)
+INSERT INTO _gone (uri, collection, op, idx, drop_notifs)
+SELECT uri, '{nsid}', op, idx, false FROM gone;
+"""
+    insert_sql = f"""
+WITH ins AS (
+  INSERT INTO "{table}" (uri, cid, creator, "postUri", "createdAt", "indexedAt")
+  SELECT e.uri, e.cid, e.did, e.record->>'post', e.c, e.ts
+  FROM {rows_of(nsid, "'create', 'update'")}
+  ORDER BY e.idx
+  ON CONFLICT DO NOTHING
+  RETURNING uri
+)
+INSERT INTO _new (uri, collection) SELECT uri, '{nsid}' FROM ins;
+UPDATE post p SET "{flag}" = true
+FROM {rows_of(nsid, "'create', 'update'")} AND p.uri = e.record->>'post';
+"""
     return delete_sql, insert_sql

@@ -1,30 +1,51 @@
 """app.bsky.feed.post → ``post``, ``feed_item``, ``post_embed_*``, ``quote``, ``op_thread_reply``;
-notifies mentions, the quoted author and the authors of up to four ancestors; counts
-``post_agg`` replyCount/quoteCount and ``profile_agg."postsCount"``.
+notifies mentions, the quoted author, the authors of up to four ancestors and, for replies
+indexed before the post (descendants), ancestors those could not reach then; counts ``post_agg``
+replyCount/quoteCount and ``profile_agg."postsCount"``.
 
 Reply validity and gate checks read the ``record`` rows of the parent, the root, the root's
-threadgate and the quoted post's postgate, as upstream does; ``reads()`` names them so a batch is
-cut before a post whose parent or gate is written earlier in the same batch.
+threadgate and the quoted post's postgate, the parent's ``post`` row, and the ``follow`` and
+``list_item`` rows a threadgate's rules ask about, as upstream does; ``reads()`` names them so a
+batch is cut between a post and a write of any of them. The ancestor and descendant walks see
+the ``post`` table as it stood at the post's place in its segment (``posts_seen_at``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ._sql import did_of, rows_of
+from ._keys import written_by
+from ._sql import did_of, posts_seen_at, rows_of
 
 NSID = "app.bsky.feed.post"
 PROMOTES = False
 REPLY_NOTIF_DEPTH = 5  # ancestors of height 1..4 are notified
+THREADGATE = "app.bsky.feed.threadgate"
+POSTGATE = "app.bsky.feed.postgate"
+FOLLOW = "app.bsky.graph.follow"
+LISTITEM = "app.bsky.graph.listitem"
 
 
 def dedup_key(record: dict[str, Any]) -> tuple[str, ...] | None:
     return None
 
 
-def _gate_uri(uri: str, gate: str) -> str:
+def gate_uri(uri: str, gate: str) -> str:
+    """A post's gate: its did and rkey under the gate's collection. A URI that is not a post's
+    comes back unchanged, as upstream's lookup does (that record then stands in for the gate)."""
     parts = uri.split("/")
-    return f"at://{parts[2]}/app.bsky.feed.{gate}/{parts[-1]}" if len(parts) >= 5 else ""
+    if len(parts) >= 4 and parts[3] == NSID:
+        parts[3] = gate
+        return "/".join(parts)
+    return uri
+
+
+def _gate_sql(uri: str, gate: str) -> str:
+    """gate_uri() in SQL."""
+    return (
+        f"CASE WHEN split_part({uri}, '/', 4) = '{NSID}' "
+        f"THEN regexp_replace({uri}, '^(at://[^/]*/)[^/]*', '\\1{gate}') ELSE {uri} END"
+    )
 
 
 def _quoted(record: dict[str, Any]) -> str | None:
@@ -44,47 +65,83 @@ def reads(event: Any) -> tuple[str, ...]:
     if isinstance(reply, dict):
         root = (reply.get("root") or {}).get("uri") or ""
         parent = (reply.get("parent") or {}).get("uri") or ""
-        out += [root, parent, _gate_uri(root, "threadgate")]
+        out += [root, parent, gate_uri(root, THREADGATE)]
+        owner = root.split("/")[2] if root.count("/") >= 2 else ""
+        if owner != event.did:
+            # The root's threadgate may ask whether one follows the other, or for any list.
+            out += [written_by(FOLLOW, event.did), written_by(FOLLOW, owner), written_by(LISTITEM)]
     quoted = _quoted(record)
     if quoted:
-        out += [quoted, _gate_uri(quoted, "postgate")]
+        out.append(quoted)
+        if gate_uri(quoted, POSTGATE) != quoted:
+            out.append(gate_uri(quoted, POSTGATE))
     return tuple(u for u in out if u)
 
 
-_THREADGATE = "'at://' || {did} || '/app.bsky.feed.threadgate/' || split_part({uri}, '/', 5)"
-_POSTGATE = "'at://' || {did} || '/app.bsky.feed.postgate/' || split_part({uri}, '/', 5)"
+def watches(event: Any) -> tuple[str, ...]:
+    # A gate written after the post sets or clears the post's hasThreadGate/hasPostGate.
+    return (gate_uri(event.uri, THREADGATE), gate_uri(event.uri, POSTGATE))
+
+
+def _js_truthy(j: str) -> str:
+    """JavaScript's ``!!value`` of a jsonb value (NULL when absent counts as undefined)."""
+    return (
+        f"CASE jsonb_typeof({j}) WHEN 'object' THEN true WHEN 'array' THEN true "
+        f"WHEN 'string' THEN {j} <> '\"\"' WHEN 'number' THEN {j} <> '0' "
+        f"WHEN 'boolean' THEN {j} = 'true' ELSE false END"
+    )
+
+
+def _elements(j: str) -> str:
+    """The elements of a jsonb value that should be an array (none when it is not)."""
+    return f"jsonb_array_elements(CASE WHEN jsonb_typeof({j}) = 'array' THEN {j} ELSE '[]' END)"
+
+
+_QUOTED = """CASE {r}->'embed'->>'$type'
+           WHEN 'app.bsky.embed.record' THEN {r}->'embed'->'record'
+           WHEN 'app.bsky.embed.recordWithMedia' THEN {r}->'embed'->'record'->'record'
+         END"""
 _RULE = "app.bsky.feed.threadgate#"
+_CHANGED = rows_of(NSID, "'delete', 'update'")
+# A reply that violates the threadgate is not counted, but upstream's recount still creates the
+# parent's post_agg row: a delta of 0 does that.
+_COUNTED = """CASE WHEN "violatesThreadGate" THEN 0 ELSE {sign}1 END"""
 
 DELETE_SQL = f"""
 WITH gone AS (
-  DELETE FROM post t USING {rows_of(NSID, "'delete', 'update'")} AND t.uri = e.uri
-  RETURNING t.uri, t.creator, t."replyParent", t."violatesThreadGate", e.op, e.idx
+  DELETE FROM post t USING {_CHANGED} AND t.uri = e.uri
+  RETURNING t.uri, t.cid, t.creator, t."replyRoot", t."replyParent", t."sortAt", t."indexedAt",
+            t."violatesThreadGate", e.op, e.idx
 ), agg AS (
   INSERT INTO _agg (tbl, col, key, delta)
   SELECT 'profile_agg', 'postsCount', creator, -1 FROM gone
   UNION ALL
-  SELECT 'post_agg', 'replyCount', "replyParent", -1 FROM gone
-  WHERE "replyParent" IS NOT NULL AND "violatesThreadGate" IS NOT TRUE
+  SELECT 'post_agg', 'replyCount', "replyParent", {_COUNTED.format(sign="-")} FROM gone
+  WHERE "replyParent" IS NOT NULL
+), seen AS (
+  INSERT INTO _post_gone (idx, uri, cid, creator, "replyRoot", "replyParent", "sortAt",
+                          "indexedAt")
+  SELECT idx, uri, cid, creator, "replyRoot", "replyParent", "sortAt", "indexedAt" FROM gone
 )
 INSERT INTO _gone (uri, collection, op, idx, drop_notifs)
 SELECT uri, '{NSID}', op, idx, true FROM gone;
 
 -- The post's own feed item and every repost's (upstream deletes by "postUri").
-DELETE FROM feed_item f USING {rows_of(NSID, "'delete', 'update'")} AND f."postUri" = e.uri;
+DELETE FROM feed_item f USING {_CHANGED} AND f."postUri" = e.uri;
 UPDATE op_thread_reply o SET "deletedAt" = e.ts
-FROM {rows_of(NSID, "'delete', 'update'")} AND o.uri = e.uri AND o."deletedAt" IS NULL;
+FROM {_CHANGED} AND o.uri = e.uri AND o."deletedAt" IS NULL;
 -- Quotes *of* this post go without a recount (upstream); this post's own quote is recounted.
-DELETE FROM quote q USING {rows_of(NSID, "'delete', 'update'")} AND q.subject = e.uri;
+DELETE FROM quote q USING {_CHANGED} AND q.subject = e.uri;
 WITH own AS (
-  DELETE FROM quote q USING {rows_of(NSID, "'delete', 'update'")} AND q.uri = e.uri
+  DELETE FROM quote q USING {_CHANGED} AND q.uri = e.uri
   RETURNING q.subject
 )
 INSERT INTO _agg (tbl, col, key, delta) SELECT 'post_agg', 'quoteCount', subject, -1 FROM own;
-DELETE FROM post_embed_image t USING {rows_of(NSID, "'delete', 'update'")} AND t."postUri" = e.uri;
-DELETE FROM post_embed_external t USING {rows_of(NSID, "'delete', 'update'")}
-  AND t."postUri" = e.uri;
-DELETE FROM post_embed_record t USING {rows_of(NSID, "'delete', 'update'")} AND t."postUri" = e.uri;
-DELETE FROM post_embed_video t USING {rows_of(NSID, "'delete', 'update'")} AND t."postUri" = e.uri;
+DELETE FROM post_embed_image t USING {_CHANGED} AND t."postUri" = e.uri;
+DELETE FROM post_embed_external t USING {_CHANGED} AND t."postUri" = e.uri;
+DELETE FROM post_embed_record t USING {_CHANGED} AND t."postUri" = e.uri;
+DELETE FROM post_embed_video t USING {_CHANGED} AND t."postUri" = e.uri;
+DELETE FROM post_embed_gallery_image t USING {_CHANGED} AND t."postUri" = e.uri;
 """
 
 INSERT_SQL = f"""
@@ -92,18 +149,13 @@ WITH src AS (
   SELECT e.idx, e.uri, e.cid, e.did, e.record AS r, e.c, e.ts,
          e.record->'reply'->'root'->>'uri' AS root_uri,
          e.record->'reply'->'parent'->>'uri' AS parent_uri,
-         CASE e.record->'embed'->>'$type'
-           WHEN 'app.bsky.embed.record' THEN e.record->'embed'->'record'
-           WHEN 'app.bsky.embed.recordWithMedia' THEN e.record->'embed'->'record'->'record'
-         END AS quoted
+         {_QUOTED.format(r="e.record")} AS quoted
   FROM {rows_of(NSID, "'create', 'update'")}
 ), checked AS (
   SELECT s.*,
     CASE WHEN s.r ? 'reply' THEN
-      CASE WHEN pr.uri IS NULL THEN true
-           WHEN pp."invalidReplyRoot" THEN true
-           WHEN s.parent_uri = s.root_uri
-             THEN coalesce(jsonb_typeof(pr.json::jsonb->'reply') NOT IN ('null'), false)
+      CASE WHEN pr.uri IS NULL OR pp."invalidReplyRoot" THEN true
+           WHEN s.parent_uri = s.root_uri THEN {_js_truthy("pr.json::jsonb->'reply'")}
            ELSE (pr.json::jsonb->'reply'->'root'->>'uri') IS DISTINCT FROM s.root_uri
       END
     END AS invalid_root,
@@ -114,10 +166,8 @@ WITH src AS (
              SELECT 1 FROM jsonb_array_elements(g.json::jsonb->'allow') rule
              WHERE (rule->>'$type' = '{_RULE}mentionRule' AND EXISTS (
                       SELECT 1
-                      FROM jsonb_array_elements(CASE WHEN jsonb_typeof(rr.json::jsonb->'facets')
-                             = 'array' THEN rr.json::jsonb->'facets' ELSE '[]' END) f,
-                           jsonb_array_elements(CASE WHEN jsonb_typeof(f->'features') = 'array'
-                             THEN f->'features' ELSE '[]' END) ft
+                      FROM {_elements("rr.json::jsonb->'facets'")} f,
+                           {_elements("f->'features'")} ft
                       WHERE ft->>'$type' = 'app.bsky.richtext.facet#mention'
                         AND ft->>'did' = s.did))
                 OR (rule->>'$type' = '{_RULE}followerRule' AND EXISTS (
@@ -131,7 +181,9 @@ WITH src AS (
                       WHERE li."listUri" = rule->>'list' AND li."subjectDid" = s.did)))
       END
     END AS violates_gate,
-    CASE WHEN pg.uri IS NOT NULL AND {did_of("s.quoted->>'uri'")} <> s.did
+    -- Only quotes of posts are checked against the quoted post's postgate.
+    CASE WHEN split_part(s.quoted->>'uri', '/', 4) = '{NSID}'
+              AND {did_of("s.quoted->>'uri'")} <> s.did
               AND jsonb_typeof(pg.json::jsonb->'embeddingRules') = 'array'
               AND EXISTS (SELECT 1 FROM jsonb_array_elements(pg.json::jsonb->'embeddingRules') er
                           WHERE er->>'$type' = 'app.bsky.feed.postgate#disableRule')
@@ -140,11 +192,8 @@ WITH src AS (
   LEFT JOIN record pr ON pr.uri = s.parent_uri
   LEFT JOIN post pp ON pp.uri = s.parent_uri
   LEFT JOIN record rr ON rr.uri = s.root_uri
-  LEFT JOIN record g
-    ON g.uri = {_THREADGATE.format(did=did_of("s.root_uri"), uri="s.root_uri")}
-  LEFT JOIN record pg ON pg.uri = {
-    _POSTGATE.format(did=did_of("s.quoted->>'uri'"), uri="s.quoted->>'uri'")
-}
+  LEFT JOIN record g ON g.uri = {_gate_sql("s.root_uri", THREADGATE)}
+  LEFT JOIN record pg ON pg.uri = {_gate_sql("s.quoted->>'uri'", POSTGATE)}
 ), ins AS (
   INSERT INTO post (uri, cid, creator, text, "replyRoot", "replyRootCid", "replyParent",
                     "replyParentCid", langs, tags, "invalidReplyRoot", "violatesThreadGate",
@@ -165,8 +214,8 @@ WITH src AS (
   INSERT INTO _agg (tbl, col, key, delta)
   SELECT 'profile_agg', 'postsCount', creator, 1 FROM ins
   UNION ALL
-  SELECT 'post_agg', 'replyCount', "replyParent", 1 FROM ins
-  WHERE "replyParent" IS NOT NULL AND "violatesThreadGate" IS NOT TRUE
+  SELECT 'post_agg', 'replyCount', "replyParent", {_COUNTED.format(sign="")} FROM ins
+  WHERE "replyParent" IS NOT NULL
 )
 INSERT INTO _new (uri, collection) SELECT uri, '{NSID}' FROM ins;
 
@@ -182,10 +231,7 @@ INSERT INTO _post
 SELECT e.idx, e.uri, e.cid, e.did, e.record, e.c, e.ts,
        CASE WHEN e.record->'embed'->>'$type' = 'app.bsky.embed.recordWithMedia'
             THEN e.record->'embed'->'media' ELSE e.record->'embed' END,
-       CASE e.record->'embed'->>'$type'
-         WHEN 'app.bsky.embed.record' THEN e.record->'embed'->'record'
-         WHEN 'app.bsky.embed.recordWithMedia' THEN e.record->'embed'->'record'->'record'
-       END
+       {_QUOTED.format(r="e.record")}
 FROM _new n JOIN _ev e ON e.uri = n.uri
 WHERE n.collection = '{NSID}' AND e.op IN ('create', 'update');
 ANALYZE _post;
@@ -203,6 +249,14 @@ SELECT p.uri, (img.n - 1)::text, img.v->'image'->'ref'->>'$link', img.v->>'alt'
 FROM _post p, jsonb_array_elements(p.media->'images') WITH ORDINALITY AS img(v, n)
 WHERE p.media->>'$type' = 'app.bsky.embed.images'
 ORDER BY p.idx, img.n;
+
+-- Gallery items other than images are skipped, but still count for the positions (upstream).
+INSERT INTO post_embed_gallery_image ("postUri", position, "imageCid", alt)
+SELECT p.uri, (it.n - 1)::text, it.v->'image'->'ref'->>'$link', it.v->>'alt'
+FROM _post p, jsonb_array_elements(p.media->'items') WITH ORDINALITY AS it(v, n)
+WHERE p.media->>'$type' = 'app.bsky.embed.gallery'
+  AND it.v->>'$type' = 'app.bsky.embed.gallery#image'
+ORDER BY p.idx, it.n;
 
 INSERT INTO post_embed_external ("postUri", uri, title, description, "thumbCid")
 SELECT p.uri, p.media->'external'->>'uri', p.media->'external'->>'title',
@@ -231,55 +285,72 @@ WITH ins AS (
 )
 INSERT INTO _agg (tbl, col, key, delta) SELECT 'post_agg', 'quoteCount', subject, 1 FROM ins;
 
--- Notifications: each recipient at most once per post, the first reason wins
--- (mention, then quote, then reply by ancestor height); never to the author.
+-- Notifications: each recipient at most once per post, the first reason queued wins (mention,
+-- quote, reply by ancestor height, then replies indexed before this post); never the author.
 WITH RECURSIVE ancestor(post_idx, uri, parent, height) AS (
   SELECT p.idx, p.uri, p.r->'reply'->'parent'->>'uri', 0 FROM _post p
   UNION ALL
-  SELECT a.post_idx, t.uri, t."replyParent", a.height + 1
-  FROM ancestor a JOIN post t ON t.uri = a.parent
+  SELECT a.post_idx, v.uri, v."replyParent", a.height + 1
+  FROM ancestor a CROSS JOIN LATERAL {posts_seen_at("a.post_idx", "v.uri = a.parent")} v
   WHERE a.height < {REPLY_NOTIF_DEPTH}
+), descendant(post_idx, uri, cid, creator, sort_at, indexed_at, depth) AS (
+  SELECT p.idx, v.uri, v.cid, v.creator, v."sortAt", v."indexedAt", 1
+  FROM _post p CROSS JOIN LATERAL {posts_seen_at("p.idx", 'v."replyParent" = p.uri')} v
+  UNION ALL
+  SELECT d.post_idx, v.uri, v.cid, v.creator, v."sortAt", v."indexedAt", d.depth + 1
+  FROM descendant d CROSS JOIN LATERAL {posts_seen_at("d.post_idx", 'v."replyParent" = d.uri')} v
+  WHERE d.depth < {REPLY_NOTIF_DEPTH}
+), np AS (
+  SELECT p.idx, p.uri, p.r, p.quoted, t.cid, t.creator, t."sortAt",
+         t."violatesThreadGate" AS violates_gate, t."violatesEmbeddingRules" AS violates_embedding
+  FROM _post p JOIN post t ON t.uri = p.uri
 ), hidden AS (
-  -- The walk stops after an ancestor the root's threadgate hides.
+  -- The reply walk stops after the first ancestor the root's threadgate hides.
   SELECT a.post_idx, min(a.height) AS height
   FROM ancestor a
-  JOIN _post p ON p.idx = a.post_idx
-  JOIN record g ON g.uri = {
-    _THREADGATE.format(
-        did=did_of("coalesce(p.r->'reply'->'root'->>'uri', p.uri)"),
-        uri="coalesce(p.r->'reply'->'root'->>'uri', p.uri)",
-    )
-}
-  WHERE a.height > 0
+  JOIN np ON np.idx = a.post_idx
+  JOIN record g
+    ON g.uri = {_gate_sql("coalesce(np.r->'reply'->'root'->>'uri', np.uri)", THREADGATE)}
+  WHERE a.height BETWEEN 1 AND {REPLY_NOTIF_DEPTH - 1} AND a.uri <> np.uri
     AND jsonb_typeof(g.json::jsonb->'hiddenReplies') = 'array'
     AND g.json::jsonb->'hiddenReplies' ? a.uri
   GROUP BY a.post_idx
 ), candidate AS (
-  SELECT p.idx, p.uri, ft.v->>'did' AS did, 'mention' AS reason, NULL AS subject,
-         f.n * 1000 + ft.n AS ord
-  FROM _post p,
-       jsonb_array_elements(CASE WHEN jsonb_typeof(p.r->'facets') = 'array'
-                            THEN p.r->'facets' ELSE '[]' END) WITH ORDINALITY AS f(v, n),
-       jsonb_array_elements(CASE WHEN jsonb_typeof(f.v->'features') = 'array'
-                            THEN f.v->'features' ELSE '[]' END) WITH ORDINALITY AS ft(v, n)
+  SELECT np.idx, ft.v->>'did' AS did, 'mention' AS reason, NULL AS subject,
+         f.n * 1000 + ft.n AS ord, np.uri, np.cid, np.creator, np."sortAt"
+  FROM np,
+       {_elements("np.r->'facets'")} WITH ORDINALITY AS f(v, n),
+       {_elements("f.v->'features'")} WITH ORDINALITY AS ft(v, n)
   WHERE ft.v->>'$type' = 'app.bsky.richtext.facet#mention'
   UNION ALL
-  SELECT p.idx, p.uri, {did_of("p.quoted->>'uri'")}, 'quote', p.quoted->>'uri', 1000000000
-  FROM _post p JOIN post t ON t.uri = p.uri
-  WHERE split_part(p.quoted->>'uri', '/', 4) = '{NSID}' AND t."violatesEmbeddingRules" IS NOT TRUE
+  SELECT np.idx, {did_of("np.quoted->>'uri'")}, 'quote', np.quoted->>'uri', 1000000000,
+         np.uri, np.cid, np.creator, np."sortAt"
+  FROM np
+  WHERE split_part(np.quoted->>'uri', '/', 4) = '{NSID}' AND np.violates_embedding IS NOT TRUE
   UNION ALL
-  SELECT p.idx, p.uri, {did_of("a.uri")}, 'reply', a.uri, 2000000000 + a.height
-  FROM _post p
-  JOIN post t ON t.uri = p.uri
-  JOIN ancestor a ON a.post_idx = p.idx
-  LEFT JOIN hidden h ON h.post_idx = p.idx
-  WHERE a.height BETWEEN 1 AND {REPLY_NOTIF_DEPTH - 1} AND t."violatesThreadGate" IS NOT TRUE
+  SELECT np.idx, {did_of("a.uri")}, 'reply', a.uri, 2000000000 + a.height,
+         np.uri, np.cid, np.creator, np."sortAt"
+  FROM np
+  JOIN ancestor a ON a.post_idx = np.idx
+  LEFT JOIN hidden h ON h.post_idx = np.idx
+  WHERE a.height BETWEEN 1 AND {REPLY_NOTIF_DEPTH - 1} AND np.violates_gate IS NOT TRUE
     AND (h.height IS NULL OR a.height <= h.height)
+  UNION ALL
+  -- Out of order: each descendant (shallowest first) notifies the ancestors within reach of it,
+  -- as its author. Upstream takes descendants of one depth in the order the database returns
+  -- them (in practice the order they were inserted); we take the earliest indexed first.
+  SELECT np.idx, {did_of("a.uri")}, 'reply', a.uri,
+         3000000000 + 10 * d.rank + a.height, d.uri, d.cid, d.creator, d.sort_at
+  FROM np
+  JOIN (SELECT *, row_number() OVER (PARTITION BY post_idx ORDER BY depth, indexed_at, uri) AS rank
+        FROM descendant) d ON d.post_idx = np.idx
+  JOIN ancestor a ON a.post_idx = np.idx
+  WHERE d.depth + a.height < {REPLY_NOTIF_DEPTH} AND np.violates_gate IS NOT TRUE
 )
 INSERT INTO _notif (did, record_uri, record_cid, author, reason, reason_subject, sort_at, idx, ord)
-SELECT DISTINCT ON (c.idx, c.did) c.did, t.uri, t.cid, t.creator, c.reason, c.subject,
-       t."sortAt", c.idx, c.ord
-FROM candidate c JOIN post t ON t.uri = c.uri
-WHERE c.did IS NOT NULL AND c.did <> t.creator
+SELECT DISTINCT ON (c.idx, c.did) c.did, c.uri, c.cid, c.creator, c.reason, c.subject,
+       c."sortAt", c.idx, c.ord
+FROM candidate c JOIN np ON np.idx = c.idx
+WHERE c.did IS NOT NULL AND c.did <> np.creator
 ORDER BY c.idx, c.did, c.ord;
 """
