@@ -21,8 +21,8 @@ here because they only need the event: a list item's list must belong to the ite
 thread/post gate's ``post`` must be the author's post with the gate's rkey.
 
 Account: ``active`` boolean, ``status`` string or null, lower-cased. Identity: ``handle`` string
-or null; it is lower-cased, and a value that is not a valid handle (or the reserved
-``handle.invalid``) becomes None, which is what upstream stores for a handle it cannot verify.
+or null; it is lower-cased, and a value that is not a valid handle becomes atproto's marker
+``handle.invalid`` (INVALID_HANDLE), kept apart from an absent handle (None), which says nothing.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from flows.events import (
     CREATE,
     DELETE,
     IDENTITY,
+    INVALID_HANDLE,
     REPO,
     UPDATE,
     Event,
@@ -194,8 +195,8 @@ def _decode(ev: Event, fields: Any) -> None:
                 ev.error = f"invalid handle {_show(handle)}"
                 return
             handle = handle.lower()
-            if handle == "handle.invalid" or not dm.is_handle(handle):
-                handle = None
+            if not dm.is_handle(handle):
+                handle = INVALID_HANDLE
         ev.handle = handle
         ev.payload = None
         return

@@ -36,6 +36,7 @@ def settings_for(names, redis_url: str, db_url: str, **overrides) -> Settings:
         redis_url=redis_url,
         database_url=db_url,
         streams=(names.live, names.backfill),
+        label_stream=names.labels,  # mode "all" reads labels too: never the shared label_live
         group=names.group,
         consumer=names.consumer,
         dead_letter_stream=names.dead_letter,
@@ -54,6 +55,7 @@ def indexer_env(names, redis_url: str, db_url: str, **variables: str) -> dict[st
         REDIS_URL=redis_url,
         DATABASE_URL=db_url,
         INDEXER_STREAMS=names.live,
+        INDEXER_LABEL_STREAM=names.labels,  # mode "all" reads labels too
         INDEXER_GROUP=names.group,
         INDEXER_CONSUMER=names.consumer,
         INDEXER_DEAD_LETTER_STREAM=names.dead_letter,
@@ -129,7 +131,7 @@ def test_live_is_served_before_backfill(rds, names):
     reader = StreamReader(rds, [names.live, names.backfill], names.group, "c")
     reader.ensure_groups()
     got = reader.read(4)
-    assert [s for s, _, _ in got] == [names.live] * 3 + [names.backfill]
+    assert [s for s, _, _, _ in got] == [names.live] * 3 + [names.backfill]
 
 
 def test_failed_transaction_acks_nothing_and_is_indexed_after(db, rds, names, db_url):
@@ -222,7 +224,7 @@ def test_run_with_two_workers_stops_when_idle(command, db, rds, names, redis_url
 
 
 @pytest.mark.parametrize(
-    ("variable", "value"), [("INDEXER_BATCH_SIZE", "lots"), ("INDEXER_MODE", "label")]
+    ("variable", "value"), [("INDEXER_BATCH_SIZE", "lots"), ("INDEXER_MODE", "labels")]
 )
 def test_bad_configuration_is_a_clear_error_at_start(variable, value):
     env = dict(os.environ, **{variable: value})
@@ -327,6 +329,9 @@ def _live_record_uris(events: list[dict]) -> set[str]:
 
     alive: set[str] = set()
     for ev in events:
+        if ev["type"] == "account" and not ev["active"] and ev["status"] in ("deleted", "Deleted"):
+            # the account's records go (sinks/postgres/actors.py)
+            alive = {u for u in alive if not u.startswith(f"at://{ev['did']}/")}
         if ev.get("collection") not in BY_NSID:
             continue
         uri = f"at://{ev['did']}/{ev['collection']}/{ev['rkey']}"

@@ -59,6 +59,24 @@ TABLES: tuple[str, ...] = (
 # Serialises concurrent init_db runs on one cluster (CREATE ... IF NOT EXISTS is not race-free).
 _INIT_LOCK_KEY = 0x6273_6B79_6964_78  # "bskyidx"
 
+#: Our own tables in PRIVATE_SCHEMA: made by init_db, and by the indexer itself when missing.
+PRIVATE_TABLES: tuple[str, ...] = ("record_rev", "actor_event")
+PRIVATE_DDL = f"""
+CREATE SCHEMA IF NOT EXISTS {PRIVATE_SCHEMA};
+-- The last repo revision applied per record URI, deletes included (sinks/postgres/ordering.py).
+CREATE TABLE IF NOT EXISTS {PRIVATE_SCHEMA}.record_rev (uri text PRIMARY KEY, rev text NOT NULL);
+-- The (time, seq) of the last account/identity event applied per DID (sinks/postgres/actors.py).
+CREATE TABLE IF NOT EXISTS {PRIVATE_SCHEMA}.actor_event (
+  did text PRIMARY KEY, time text COLLATE "C" NOT NULL, seq bigint NOT NULL
+);
+"""
+
+
+def create_private(conn: psycopg.Connection) -> None:
+    """PRIVATE_DDL under the init lock, in the caller's transaction."""
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (_INIT_LOCK_KEY,))
+    conn.execute(PRIVATE_DDL)
+
 
 def schema_sql() -> str:
     """The text of schema.sql."""
@@ -76,19 +94,18 @@ def init_db(conninfo: str) -> tuple[str, ...]:
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_INIT_LOCK_KEY,))
             conn.execute(ddl)  # no parameters: several statements in one simple query
-            conn.execute(
-                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(PRIVATE_SCHEMA))
-            )
+            create_private(conn)
     return TABLES
 
 
 def truncate_all(conninfo: str) -> None:
-    """Empty every table in TABLES, restarting notification.id, in one statement."""
-    stmt = sql.SQL("TRUNCATE {} RESTART IDENTITY").format(
-        sql.SQL(", ").join(sql.Identifier(t) for t in TABLES)
-    )
+    """Empty every table in TABLES and our own, restarting notification.id, in one statement."""
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(stmt)
+        tables = [sql.Identifier(t) for t in TABLES]
+        for t in PRIVATE_TABLES:
+            if conn.execute("SELECT to_regclass(%s)", (f"{PRIVATE_SCHEMA}.{t}",)).fetchone()[0]:
+                tables.append(sql.Identifier(PRIVATE_SCHEMA, t))
+        conn.execute(sql.SQL("TRUNCATE {} RESTART IDENTITY").format(sql.SQL(", ").join(tables)))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,10 +2,18 @@
 
 Inside a segment every statement runs once for all its events, so the segment must not contain
 two events whose outcome depends on their order: the same record twice, an event that reads a
-record another one writes (a reply and its parent, a gate and its post), two records of one
-creator with the same duplicate key, or a delete beside a create in a collection with duplicates
-for the same creator (the delete may promote a duplicate the create would collide with).
-A live batch of unrelated events is one segment; a cut costs a few more statements, not a wrong row.
+record another one writes (a reply and its parent, a gate and its post, a reply and a follow its
+threadgate asks about: see collections/_keys.py), two records of one creator with the same
+duplicate key, or a delete beside a create in a collection with duplicates for the same creator
+(the delete may promote a duplicate the create would collide with). A post's thread walks are
+not cut for: they see the post table as it stood at the post (collections/_sql.py
+posts_seen_at). A live batch of unrelated events is one segment; a cut costs a few more
+statements, not a wrong row.
+
+Account and identity events ride along: the writer applies a segment's actor events first, in
+order (actors.py). Only an account deletion must not come after record operations of the same
+segment (it would erase what they wrote, or they would notify an actor already gone), so it
+starts a new segment unless the current one holds actor events only; deletions are rare.
 """
 
 from __future__ import annotations
@@ -14,7 +22,10 @@ from collections.abc import Iterable
 
 from flows.events import CREATE, DELETE, UPDATE, Event
 
+from .actors import EVENT_TYPES as ACTOR_EVENTS
+from .actors import deletes_actor
 from .collections import BY_NSID
+from .collections._keys import written_by
 
 
 class _Segment:
@@ -30,6 +41,11 @@ class _Segment:
 
     def add(self, ev: Event) -> bool:
         """Add the event if it is independent of those already here; False if it is not."""
+        if ev.type in ACTOR_EVENTS:
+            if deletes_actor(ev) and self.writes:
+                return False
+            self.events.append(ev)
+            return True
         module = BY_NSID[ev.collection or ""]
         uri = ev.uri or ""
         owner = (ev.collection or "", ev.did)
@@ -43,16 +59,22 @@ class _Segment:
         if inserts and ev.record is not None:
             dk = module.dedup_key(ev.record)
             key = (ev.collection, ev.did, dk) if dk is not None else None
-        if uri in self.writes or uri in self.reads or any(r in self.writes for r in reads):
+        # Besides its URI, an event writes keys for its collection (collections/_keys.py).
+        written = (uri, written_by(ev.collection or "", ev.did), written_by(ev.collection or ""))
+        if uri in self.writes or any(w in self.reads for w in written):
+            return False
+        if any(r in self.writes for r in reads):
             return False
         if key is not None and key in self.keys:
             return False
-        if module.PROMOTES and (
+        # A delete may free (or promote into) a key a create of the same creator collides with.
+        keyed = module.PROMOTES or getattr(module, "DUPLICATES", False)
+        if keyed and (
             (inserts and owner in self.deleting) or (removes and owner in self.creating)
         ):
             return False
         self.events.append(ev)
-        self.writes.add(uri)
+        self.writes.update(written)
         self.reads.update(reads)
         self.reads.update(watched)
         if key is not None:

@@ -1,15 +1,17 @@
 """Apply one batch of decoded events to the AppView tables in one transaction.
 
 Plain class, no bytewax: the sink adapter (sink.py) calls ``write`` and acks only after it returns.
-Per segment (segments.py): COPY the events into ``_ev``, run the delete step of every collection
-present, promote duplicates of deleted rows, run the insert step; per batch: counters and
-``actor_sync``. A handful of round trips per segment, none per row.
+Per segment (segments.py): apply its account and identity events (actors.py), drop the record
+events not newer than their record's last (ordering.py), COPY the rest into ``_ev``, run the delete
+step of every collection present, promote duplicates of deleted rows, run the insert step; per
+batch: counters and ``actor_sync``. A handful of round trips per segment, none per row.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import orjson
 import psycopg
@@ -18,7 +20,7 @@ from flows.datamodel import normalize_datetime_always
 from flows.events import COMMIT_OPS, RECORD_OPS, Event
 from flows.lexicon import validate_record
 
-from . import staging
+from . import actors, ordering, staging
 from .collections import BY_NSID
 from .segments import split
 
@@ -31,6 +33,8 @@ class WriteStats:
     records: int = 0
     segments: int = 0
     promoted: int = 0
+    # rows written per (table, op); a collection's own table is named by its NSID
+    tables: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 
 def _sort_at(ts: str, c: str) -> str:
@@ -70,12 +74,16 @@ class PostgresWriter:
             ev
             for ev in events
             if ev.ok
-            and ev.type in RECORD_OPS
-            and ev.collection in BY_NSID
-            and (ev.type == "delete" or ev.record is not None)
+            and (
+                ev.type in actors.EVENT_TYPES
+                or ev.type in RECORD_OPS
+                and ev.collection in BY_NSID
+                and (ev.type == "delete" or ev.record is not None)
+            )
         ]
-        stats.records = len(records)
+        stats.records = sum(ev.type in RECORD_OPS for ev in records)
         sync = _last_commit_per_did(events)
+        ordering.ensure_table(self.pool)
         with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
             cur.execute(staging.TEMP_TABLES)
             segments = split(records)
@@ -83,7 +91,7 @@ class PostgresWriter:
             for n, segment in enumerate(segments):
                 if n:
                     cur.execute(staging.NEW_SEGMENT)
-                stats.promoted += self._apply_segment(cur, segment)
+                stats.promoted += self._apply_segment(cur, segment, stats.tables)
             cur.execute(staging.APPLY_AGGREGATES)
             if sync:
                 dids = sorted(sync)
@@ -91,9 +99,17 @@ class PostgresWriter:
                     staging.UPSERT_ACTOR_SYNC,
                     (dids, [sync[d][0] for d in dids], [sync[d][1] for d in dids]),
                 )
+                stats.tables["actor_sync", "upsert"] += cur.rowcount
         return stats
 
-    def _apply_segment(self, cur: psycopg.Cursor, segment: list[Event]) -> int:
+    def _apply_segment(
+        self, cur: psycopg.Cursor, segment: list[Event], tables: Counter[tuple[str, str]]
+    ) -> int:
+        # Account and identity events first (segments.py keeps that equal to stream order).
+        actors.apply(cur, [ev for ev in segment if ev.type in actors.EVENT_TYPES])
+        segment = ordering.fresh(cur, [ev for ev in segment if ev.type in RECORD_OPS])
+        if not segment:
+            return 0
         collections = frozenset(ev.collection for ev in segment)
         with cur.copy(staging.COPY_EV) as copy:
             for idx, ev in enumerate(segment):
@@ -103,7 +119,11 @@ class PostgresWriter:
         count = 0
         if any(ev.type == "delete" and ev.collection in PROMOTING for ev in segment):
             count, promoted = self._promote(cur)
-        cur.execute(staging.insert_script(collections | promoted))
+        cur.execute(staging.insert_script(collections | promoted) + staging.ROW_COUNTS)
+        while cur.nextset():  # the counts are the script's last result
+            pass
+        for collection, op, n in cur.fetchall():
+            tables[collection, op] += n
         return count
 
     def _promote(self, cur: psycopg.Cursor) -> tuple[int, frozenset[str]]:
@@ -143,10 +163,12 @@ class PostgresWriter:
 
 
 def _last_commit_per_did(events: Sequence[Event]) -> dict[str, tuple[str, str]]:
-    """actor_sync keeps the last commit seen per repo; upstream records it even for an event
+    """actor_sync keeps the newest commit seen per repo; upstream records it even for an event
     whose record was rejected, so any event with a readable commit counts."""
     out: dict[str, tuple[str, str]] = {}
     for ev in events:
         if ev.type in COMMIT_OPS and ev.did and ev.commit and ev.rev:
-            out[ev.did] = (ev.commit, ev.rev)
+            seen = out.get(ev.did)
+            if seen is None or seen[1] <= ev.rev:
+                out[ev.did] = (ev.commit, ev.rev)
     return out
