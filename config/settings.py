@@ -21,6 +21,7 @@ class ConfigError(ValueError):
 
 
 MODES = ("all", "stream", "label")
+LOG_FORMATS = ("text", "json")
 
 
 @dataclass(frozen=True)
@@ -39,12 +40,20 @@ class Settings:
     shards: int = 8
     db_pool_max_size: int = 20
     db_pool_min_idle: int = 5
-    metrics_port: int = 9090
+    metrics_port: int = 9090  # 0: no /metrics endpoint
+    metrics_interval: float = 5.0
+    log_format: str = "text"
     stop_when_idle: float | None = None
     dead_letter_stream: str = "firehose_dead_letter"
     dead_letter_maxlen: int = 1_000_000
     delete_after_ack: bool = True
     poll_interval: float = 0.05
+    claim_idle_ms: int = 60_000
+    max_deliveries: int = 10
+    stage_timings: str | None = None  # benchmarks: a JSON file of per-stage timings
+    archive_dir: str | None = None  # the Parquet archive (sinks/archive); None: off
+    archive_roll_bytes: int = 128 * 1024 * 1024
+    archive_roll_seconds: float = 600.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -67,6 +76,8 @@ class Settings:
             db_pool_max_size=r.integer("DB_POOL_MAX_SIZE", cls.db_pool_max_size, 1, 10_000),
             db_pool_min_idle=r.integer("DB_POOL_MIN_IDLE", cls.db_pool_min_idle, 0, 10_000),
             metrics_port=r.integer("METRICS_PORT", cls.metrics_port, 0, 65535),
+            metrics_interval=r.number("INDEXER_METRICS_INTERVAL", cls.metrics_interval, 0.05, 3600),
+            log_format=r.choice("INDEXER_LOG_FORMAT", cls.log_format, LOG_FORMATS),
             stop_when_idle=r.optional_number("INDEXER_STOP_WHEN_IDLE", 0, 86_400),
             dead_letter_stream=r.text("INDEXER_DEAD_LETTER_STREAM", cls.dead_letter_stream),
             dead_letter_maxlen=r.integer(
@@ -74,6 +85,16 @@ class Settings:
             ),
             delete_after_ack=r.boolean("INDEXER_DELETE_AFTER_ACK", cls.delete_after_ack),
             poll_interval=r.number("INDEXER_POLL_INTERVAL", cls.poll_interval, 0.001, 10),
+            claim_idle_ms=r.integer("INDEXER_CLAIM_IDLE_MS", cls.claim_idle_ms, 1, 86_400_000),
+            max_deliveries=r.integer("INDEXER_MAX_DELIVERIES", cls.max_deliveries, 1, 1_000_000),
+            stage_timings=r.file("INDEXER_STAGE_TIMINGS"),
+            archive_dir=r.directory("INDEXER_ARCHIVE_DIR"),
+            archive_roll_bytes=r.integer(
+                "INDEXER_ARCHIVE_ROLL_BYTES", cls.archive_roll_bytes, 1024, 1 << 40
+            ),
+            archive_roll_seconds=r.number(
+                "INDEXER_ARCHIVE_ROLL_SECONDS", cls.archive_roll_seconds, 0.001, 86_400
+            ),
         )
         if s.db_pool_min_idle > s.db_pool_max_size:
             raise ConfigError(
@@ -82,7 +103,21 @@ class Settings:
             )
         if s.dead_letter_stream in s.streams:
             raise ConfigError("INDEXER_DEAD_LETTER_STREAM must not be one of INDEXER_STREAMS")
+        reads_labels = s.mode != "stream"
+        if reads_labels and (s.label_stream in s.streams or s.label_stream == s.dead_letter_stream):
+            raise ConfigError(
+                "INDEXER_LABEL_STREAM must differ from INDEXER_STREAMS and the dead-letter stream"
+            )
         return s
+
+    def stream_groups(self) -> list[tuple[str, str]]:
+        """(stream, group) for every stream INDEXER_MODE reads: record streams, then labels."""
+        pairs: list[tuple[str, str]] = []
+        if self.mode in ("all", "stream"):
+            pairs += [(stream, self.group) for stream in self.streams]
+        if self.mode in ("all", "label"):
+            pairs.append((self.label_stream, self.label_group))
+        return pairs
 
     def summary(self) -> dict[str, object]:
         """The settings for a log line, with credentials removed from connection strings."""
@@ -187,6 +222,30 @@ class _Reader:
         if not low <= number <= high:
             raise ConfigError(f"{name}={number}: expected {low} to {high}")
         return number
+
+    def file(self, name: str) -> str | None:
+        """A file to write at exit: its folder must exist now, not only when it is written."""
+        value = self._raw(name)
+        if value is None:
+            return None
+        folder = os.path.dirname(os.path.abspath(value))
+        if not os.path.isdir(folder):
+            raise ConfigError(f"{name}={value!r}: the folder {folder} does not exist")
+        return value
+
+    def directory(self, name: str) -> str | None:
+        """A folder to write into: it exists (or its parent does, to create it) and is writable."""
+        value = self._raw(name)
+        if value is None:
+            return None
+        path = os.path.abspath(value)
+        existing = path if os.path.exists(path) else os.path.dirname(path)
+        if not os.path.isdir(existing):
+            what = "is not a folder" if existing == path else f"{existing} does not exist"
+            raise ConfigError(f"{name}={value!r}: {what}")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ConfigError(f"{name}={value!r}: {existing} is not writable")
+        return path
 
     def boolean(self, name: str, default: bool) -> bool:
         value = self._raw(name)

@@ -4,8 +4,11 @@ The consumer group is the checkpoint store: an entry stays pending for its consu
 sink has committed its batch and acked it, so a restart resumes exactly where the database is.
 
 - ``StreamReader``: one consumer of the group on every configured stream. It reads its own pending
-  entries first (left over from a previous run under the same name), then new ones; it never blocks;
-  earlier streams in the list (live) are served before later ones (backfill).
+  entries first (left over from a previous run under the same name), then entries it claims from
+  consumers idle longer than INDEXER_CLAIM_IDLE_MS, then new ones; it never blocks; earlier
+  streams in the list (live) are served before later ones (backfill). An entry delivered more
+  than INDEXER_MAX_DELIVERIES times (it keeps killing its consumers, say) is dead-lettered and
+  acked instead of being handed out again.
 - ``StreamAcker``: after a commit, copies bad entries to the dead-letter stream, XACKs every
   entry and XDELs them, in one MULTI/EXEC: a dead letter is never written without its ack.
 - ``RedisStreamSource``: the bytewax source; worker ``n`` of the cluster is consumer
@@ -17,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,10 +29,12 @@ from bytewax.inputs import DynamicSource, StatelessSourcePartition
 
 from config.settings import Settings
 from flows.events import Event
+from observability import metrics, tracing
 
 log = logging.getLogger(__name__)
 
-Entry = tuple[str, str, dict[bytes, bytes] | None]  # stream, entry id, fields (None: deleted)
+# stream, entry id, fields (None: deleted from the stream), times delivered (this one included)
+Entry = tuple[str, str, dict[bytes, bytes] | None, int]
 
 # Every Redis failure is retried with backoff, not only lost connections: a server out of memory
 # answers with an error reply (and aborts a MULTI), and giving up would end the reader for good
@@ -57,15 +62,41 @@ def _text(value: bytes | str) -> str:
 
 
 class StreamReader:
-    """One consumer of a group over several streams, pending entries first."""
+    """One consumer of a group over several streams: own pending entries, claims, then new ones.
 
-    def __init__(self, client: redis.Redis, streams: Iterable[str], group: str, consumer: str):
+    Claims use XPENDING (with IDLE) and XCLAIM rather than XAUTOCLAIM: XPENDING names each
+    entry's consumer, so the entries in flight on this process's other workers (``siblings``) are
+    never taken, and it gives the delivery count that INDEXER_MAX_DELIVERIES is checked against.
+    XCLAIM's own idle check makes a claim race with the owner's ack or another claimer harmless.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        streams: Iterable[str],
+        group: str,
+        consumer: str,
+        *,
+        claim_idle_ms: int | None = None,
+        max_deliveries: int | None = None,
+        dead_letters: StreamAcker | None = None,
+        siblings: Iterable[str] = (),
+    ):
         self.client = client
         self.streams = tuple(streams)
         self.group = group
         self.consumer = consumer
+        self.claim_idle_ms = claim_idle_ms
+        self.max_deliveries = max_deliveries
+        self.dead_letters = dead_letters
+        self._not_claimed = frozenset(siblings) | {consumer}
         # Per stream: the id after which to read our own pending history, or None once it is done.
         self._pending_from: dict[str, str | None] = {s: "0" for s in self.streams}
+        # Per stream: where the next claim pass goes on in the group's pending list.
+        self._claim_from: dict[str, str] = {s: "-" for s in self.streams}
+        self._next_claim = 0.0  # time.monotonic() of the next claim pass; at once on start
+        # To dead-letter, by (stream, id): kept until the write succeeds, once even if read again.
+        self._over_limit: dict[tuple[str, str], Event] = {}
 
     def ensure_groups(self) -> None:
         """Create the group at the start of each stream (MKSTREAM) unless it exists."""
@@ -77,22 +108,141 @@ class StreamReader:
                     raise
 
     def read(self, count: int) -> list[Entry]:
-        """Up to ``count`` entries: own pending ones first, then new ones, earlier streams first."""
+        """Up to ``count`` entries, earlier streams first; per stream our own pending ones, then
+        claimed ones, then new ones."""
+        try:
+            return self._read(count)
+        except REDIS_ERRORS:
+            # The reply of a read may have been lost after Redis handed the entries to us: read
+            # our whole pending list again next time so none is left behind (an entry read twice
+            # is harmless: writes are idempotent and acks by id).
+            self._pending_from = {s: "0" for s in self.streams}
+            raise
+
+    def _read(self, count: int) -> list[Entry]:
+        self._dead_letter_over_limit()
+        claim = self.claim_idle_ms is not None and time.monotonic() >= self._next_claim
+        more_to_claim = False
         out: list[Entry] = []
         for stream in self.streams:
             want = count - len(out)
             if want <= 0:
                 break
-            start = self._pending_from[stream]
-            entries = self._xreadgroup(stream, start or ">", want)
-            if start is not None:
-                if entries:
-                    self._pending_from[stream] = entries[-1][1]
-                else:
-                    self._pending_from[stream] = None  # history done: new entries from now on
-                    entries = self._xreadgroup(stream, ">", want)
-            out.extend(entries)
-        return out
+            if self._pending_from[stream] is not None:
+                own = self._own_pending(stream, want)
+                if own:
+                    out.extend(own)
+                    continue
+            if claim:
+                claimed, more = self._claim(stream, want)
+                out.extend(claimed)
+                more_to_claim |= more
+                want -= len(claimed)
+                if want <= 0:
+                    continue
+            out.extend(self._xreadgroup(stream, ">", want))
+        if claim and not more_to_claim:
+            assert self.claim_idle_ms is not None
+            self._next_claim = time.monotonic() + min(self.claim_idle_ms / 1000, 10.0) / 2
+        return self._without_over_limit(out)
+
+    def _own_pending(self, stream: str, want: int) -> list[Entry]:
+        """The next part of our own pending history (entries read before a restart), with their
+        delivery counts; [] once it is done."""
+        start = self._pending_from[stream] or "0"
+        entries = self._xreadgroup(stream, start, want)
+        if not entries:
+            self._pending_from[stream] = None  # history done: new entries from now on
+            return []
+        first, last = entries[0][1], entries[-1][1]
+        counts = {
+            _text(p["message_id"]): int(p["times_delivered"])
+            for p in self.client.xpending_range(
+                stream, self.group, first, last, len(entries), consumername=self.consumer
+            )
+        }
+        self._pending_from[stream] = last
+        return [(s, i, f, counts.get(i, 1)) for s, i, f, _ in entries]
+
+    def _claim(self, stream: str, want: int) -> tuple[list[Entry], bool]:
+        """Entries pending on other consumers idle for claim_idle_ms, now ours. Also returns
+        whether the pending list may hold more to claim."""
+        assert self.claim_idle_ms is not None
+        scan = max(want, 100)
+        try:
+            rows = self.client.xpending_range(
+                stream, self.group, self._claim_from[stream], "+", scan, idle=self.claim_idle_ms
+            )
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            return [], False
+        candidates: dict[str, int] = {}
+        last_seen = None
+        for row in rows:
+            entry_id = _text(row["message_id"])
+            if len(candidates) >= want:
+                break
+            last_seen = entry_id
+            if _text(row["consumer"]) not in self._not_claimed:
+                candidates[entry_id] = int(row["times_delivered"])
+        more = len(rows) >= scan or len(candidates) >= want
+        self._claim_from[stream] = f"({last_seen}" if more and last_seen else "-"
+        if not candidates:
+            return [], more
+        claimed = self.client.xclaim(
+            stream, self.group, self.consumer, self.claim_idle_ms, list(candidates)
+        )
+        out: list[Entry] = []
+        for entry_id, fields in claimed or []:
+            entry_id = _text(entry_id)
+            out.append((stream, entry_id, fields or None, candidates.get(entry_id, 0) + 1))
+        if out:
+            log.info(
+                "consumer %s claimed %d entries of %s idle for %d ms or more",
+                self.consumer,
+                len(out),
+                stream,
+                self.claim_idle_ms,
+            )
+        return out, more
+
+    def _without_over_limit(self, entries: list[Entry]) -> list[Entry]:
+        """Set aside the entries delivered too often for the dead-letter stream."""
+        limit = self.max_deliveries
+        if limit is None or self.dead_letters is None:
+            return entries
+        keep: list[Entry] = []
+        for entry in entries:
+            stream, entry_id, fields, deliveries = entry
+            if deliveries <= limit:
+                keep.append(entry)
+                continue
+            self._over_limit[stream, entry_id] = Event(
+                stream,
+                entry_id,
+                error=(
+                    f"delivered {deliveries} times without being committed "
+                    f"(INDEXER_MAX_DELIVERIES={limit})"
+                ),
+                payload=entry_payload(fields),
+                deliveries=deliveries,
+            )
+        if self._over_limit:
+            self._dead_letter_over_limit()
+        return keep
+
+    def _dead_letter_over_limit(self) -> None:
+        if not self._over_limit or self.dead_letters is None:
+            return
+        self.dead_letters.finish(list(self._over_limit.values()))
+        log.warning(
+            "consumer %s dead-lettered %d entries delivered more than %s times",
+            self.consumer,
+            len(self._over_limit),
+            self.max_deliveries,
+        )
+        self._over_limit = {}
 
     def _xreadgroup(self, stream: str, start: str, count: int) -> list[Entry]:
         try:
@@ -107,7 +257,7 @@ class StreamReader:
         out: list[Entry] = []
         for _name, entries in reply or []:
             for entry_id, fields in entries:
-                out.append((stream, _text(entry_id), fields or None))
+                out.append((stream, _text(entry_id), fields or None, 1))
         return out
 
     def pending(self) -> int:
@@ -126,8 +276,17 @@ class StreamReader:
         return total
 
 
+#: Called with the events of every dead-letter write, once it has succeeded (``ev.error`` is the
+#: reason): the place for a metrics module to count dead letters by reason.
+DEAD_LETTER_LISTENERS: list[Callable[[list[Event]], None]] = []
+
+
 class StreamAcker:
-    """Finishes entries after their batch committed: dead letters, XACK, XDEL."""
+    """Finishes entries after their batch committed: dead letters, XACK, XDEL.
+
+    Only the ids of the entries given are acked and deleted: entries pending on any other
+    consumer of the group are never touched, so no trim can lose them.
+    """
 
     def __init__(self, client: redis.Redis, group: str, settings: Settings):
         self.client = client
@@ -139,13 +298,13 @@ class StreamAcker:
     def finish(self, events: Iterable[Event]) -> int:
         """Dead-letter the bad events and ack (and delete) all of them. Returns dead letters."""
         by_stream: dict[str, list[str]] = {}
-        dead = 0
+        dead: list[Event] = []
         pipe = self.client.pipeline(transaction=True)
         now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         for ev in events:
             by_stream.setdefault(ev.stream, []).append(ev.entry_id)
             if ev.error is not None:
-                dead += 1
+                dead.append(ev)
                 pipe.xadd(
                     self.dead_letter_stream,
                     {
@@ -164,7 +323,12 @@ class StreamAcker:
             if self.delete_after_ack:
                 pipe.xdel(stream, *ids)
         pipe.execute()
-        return dead
+        for listener in DEAD_LETTER_LISTENERS if dead else ():
+            try:
+                listener(dead)
+            except Exception:  # noqa: BLE001 - counting must never undo an ack
+                log.exception("dead-letter listener failed")
+        return len(dead)
 
 
 def entry_payload(fields: dict[Any, Any] | None) -> bytes | None:
@@ -198,9 +362,11 @@ class _ReaderPartition(StatelessSourcePartition[Entry]):
         if STOP_READING.is_set():
             log.info("consumer %s: stop requested, no more reads", self.reader.consumer)
             raise StopIteration()
+        started = time.time_ns()
         try:
             entries = self._read()
         except REDIS_ERRORS as exc:
+            metrics.retried("redis", "read")
             self._backoff = min(max(self._backoff * 2, 0.1), 5.0)
             log.warning(
                 "redis read failed (%s: %s); retrying in %.1fs",
@@ -212,6 +378,7 @@ class _ReaderPartition(StatelessSourcePartition[Entry]):
             return []
         self._backoff = 0.0
         if entries:
+            tracing.read_done(self.reader.consumer, started)
             self._awake = None
         else:
             self._sleep(self.settings.poll_interval)
@@ -272,10 +439,17 @@ class RedisStreamSource(DynamicSource[Entry]):
         self.group = group or settings.group
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _ReaderPartition:
+        s = self.settings
+        client = client_for(s.redis_url)
         reader = StreamReader(
-            client_for(self.settings.redis_url),
+            client,
             self.streams,
             self.group,
-            f"{self.settings.consumer}-{worker_index}",
+            f"{s.consumer}-{worker_index}",
+            claim_idle_ms=s.claim_idle_ms,
+            max_deliveries=s.max_deliveries,
+            dead_letters=StreamAcker(client, self.group, s),
+            # Every worker of this dataflow is alive: their entries are in flight, not orphaned.
+            siblings=[f"{s.consumer}-{n}" for n in range(worker_count)],
         )
-        return _ReaderPartition(reader, self.settings)
+        return _ReaderPartition(reader, s)

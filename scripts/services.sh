@@ -274,6 +274,26 @@ stop_pg() {
     fi
 }
 
+# ---------------------------------------------------------------- tools the tests start
+
+# Tests that restart a database server or go through pgbouncer start their own throwaway
+# PostgreSQL cluster and Debian's pgbouncer (tests/throwaway_servers.py); install the binaries
+# when missing. Without root, sudo or apt-get those tests are skipped, with the reason.
+ensure_test_tools() {
+    local missing=()
+    command -v pgbouncer >/dev/null 2>&1 || [[ -x /usr/sbin/pgbouncer ]] || missing+=(pgbouncer)
+    pg_bindir >/dev/null 2>&1 || missing+=(postgresql)
+    command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+    [[ ${#missing[@]} -eq 0 ]] && return 0
+    if ! (apt_install "${missing[@]}"); then
+        log "warning: could not install ${missing[*]}; the tests that need them will be skipped"
+    fi
+    if [[ "$(id -u)" == 0 ]] && ! id postgres >/dev/null 2>&1; then
+        useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
+    fi
+    return 0
+}
+
 # ---------------------------------------------------------------- commands
 
 cmd_up() {
@@ -303,6 +323,8 @@ cmd_up() {
         start_pg
         pg_url="$(our_pg_url)"
     fi
+
+    ensure_test_tools
 
     local tmp="$ENV_FILE.$$"
     {

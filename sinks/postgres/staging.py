@@ -12,6 +12,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 from .collections import BY_NSID
+from .collections._sql import posts_seen_at
 
 TEMP_TABLES = """
 CREATE TEMP TABLE IF NOT EXISTS _ev (
@@ -33,6 +34,11 @@ CREATE TEMP TABLE IF NOT EXISTS _agg (tbl text, col text, key text, delta int)
 CREATE TEMP TABLE IF NOT EXISTS _post (
   idx int, uri text, cid text, did text, r jsonb, c text, ts text, media jsonb, quoted jsonb
 ) ON COMMIT DELETE ROWS;
+-- Posts deleted (or replaced by an update) in the segment, as they were (posts_seen_at).
+CREATE TEMP TABLE IF NOT EXISTS _post_gone (
+  idx int, uri text, cid text, creator text, "replyRoot" text, "replyParent" text, "sortAt" text,
+  "indexedAt" text
+) ON COMMIT DELETE ROWS;
 """
 
 EV_COLUMNS = (
@@ -53,6 +59,7 @@ COPY_EV = f"COPY _ev ({', '.join(EV_COLUMNS)}) FROM STDIN"
 
 NEW_SEGMENT = (
     "DELETE FROM _ev; DELETE FROM _gone; DELETE FROM _new; DELETE FROM _notif; DELETE FROM _post;"
+    " DELETE FROM _post_gone;"
 )
 
 # Fresh statistics for the staged rows: without them the planner guesses the temp table's size
@@ -73,16 +80,20 @@ ON CONFLICT (uri) DO UPDATE SET cid = excluded.cid, json = excluded.json,
   "indexedAt" = excluded."indexedAt";
 """
 
-# A notification is dropped when its subject post's thread is muted by the recipient.
-_NOTIFICATIONS = """
+# A notification is dropped when its subject is a post (as its event saw the table) whose thread
+# the recipient muted; a subject that is not an indexed post mutes nothing (upstream). One whose
+# record is deleted later in the segment would have gone with it (a post notifies on behalf of
+# its descendants).
+_NOTIFICATIONS = f"""
 DELETE FROM notification n USING _gone g WHERE g.drop_notifs AND n."recordUri" = g.uri;
 INSERT INTO notification (did, "recordUri", "recordCid", author, reason, "reasonSubject", "sortAt")
 SELECT n.did, n.record_uri, n.record_cid, n.author, n.reason, n.reason_subject, n.sort_at
 FROM _notif n
-LEFT JOIN post p ON p.uri = n.reason_subject
-WHERE NOT (n.reason_subject LIKE 'at://%' AND EXISTS (
-  SELECT 1 FROM thread_mute tm
-  WHERE tm."mutedByDid" = n.did AND tm."rootUri" = coalesce(p."replyRoot", n.reason_subject)))
+WHERE NOT EXISTS (
+  SELECT 1 FROM _gone g WHERE g.drop_notifs AND g.uri = n.record_uri AND g.idx > n.idx)
+AND NOT EXISTS (
+  SELECT 1 FROM {posts_seen_at("n.idx", "v.uri = n.reason_subject")} p
+  JOIN thread_mute tm ON tm."mutedByDid" = n.did AND tm."rootUri" = coalesce(p."replyRoot", p.uri))
 ORDER BY n.idx, n.ord;
 """
 
@@ -136,10 +147,22 @@ ON CONFLICT (did) DO UPDATE SET
   "postsCount" = greatest(a."postsCount" + excluded."postsCount", 0);
 """
 
+# Only forward: a commit older than the one recorded (another consumer's, or one delivered again
+# after a crash) does not move a repo back (docs/semantics.md).
+# Rows the segment wrote to (or removed from) each collection's own table, from what its steps
+# listed in _new and _gone: counts for the metrics and traces, appended to the insert script so
+# they cost no round trip.
+ROW_COUNTS = """;
+SELECT collection, 'insert', count(*) FROM _new GROUP BY collection
+UNION ALL
+SELECT collection, 'delete', count(*) FROM _gone WHERE op = 'delete' GROUP BY collection
+"""
+
 UPSERT_ACTOR_SYNC = """
-INSERT INTO actor_sync (did, "commitCid", "repoRev")
+INSERT INTO actor_sync AS s (did, "commitCid", "repoRev")
 SELECT * FROM unnest(%s::text[], %s::text[], %s::text[])
 ON CONFLICT (did) DO UPDATE SET "commitCid" = excluded."commitCid", "repoRev" = excluded."repoRev"
+WHERE s."repoRev" IS NULL OR s."repoRev" <= excluded."repoRev"
 """
 
 
