@@ -13,7 +13,7 @@
 set shell := ["bash", "-euo", "pipefail", "-c"]
 set positional-arguments
 
-lint_paths := "flows connectors sinks config cli.py tests"
+lint_paths := "flows connectors sinks config observability cli.py tests"
 
 # list the recipes
 default:
@@ -84,13 +84,12 @@ demo *ARGS: venv services
     export DEMO_REDIS_URL="$TEST_REDIS_URL" DEMO_PG_URL="$TEST_PG_URL"
     exec .venv/bin/python scripts/demo.py "$@"
 
-# benchmarks: just bench [args]
+# the benchmark (docs/benchmarks.md): just bench [--events N] [--profile] [--backlog N] [--help]
 bench *ARGS: venv services
     #!/usr/bin/env bash
     set -euo pipefail
     source .local/services.env
     export DEMO_REDIS_URL="$TEST_REDIS_URL" DEMO_PG_URL="$TEST_PG_URL"
-    if [[ ! -f scripts/bench.py ]]; then echo "bench: scripts/bench.py does not exist yet" >&2; exit 1; fi
     exec .venv/bin/python scripts/bench.py "$@"
 
 # stop the throwaway Redis/Postgres started under .local/ (never the machine's own)

@@ -2,7 +2,11 @@
 
     Redis streams ─► read (connectors/redis_streams.py) ─► decode (flows/decode.py)
       ─► key by DID shard ─► batch by size or age (flows/batching.py)
-      ─► commit to Postgres, then XACK/XDEL (sinks/postgres/sink.py)
+      ─► commit to Postgres, [archive to Parquet (sinks/archive)], then XACK/XDEL
+         (sinks/postgres/sink.py)
+
+The label stream (INDEXER_MODE=label, or beside the record streams with all) takes the same path
+with flows/decode_labels.py and sinks/postgres/labels.py.
 
 Bad entries travel the same path as good ones and are dead-lettered by the sink after the commit,
 so every entry is acked exactly once, by the step after the database.
@@ -11,56 +15,97 @@ so every entry is acked exactly once, by the step after the database.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
+import time
+from collections.abc import Callable
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
+import observability
 from config.settings import ConfigError, Settings
 from connectors.redis_streams import STOP_READING, Entry, RedisStreamSource, entry_payload
 from flows.batching import MaxAgeBatcher, shard_of
 from flows.decode import decode_entry
+from flows.decode_labels import decode_label_entry
 from flows.events import Event
+from flows.stage_timings import instrument
+from observability import logs, tracing
+from sinks.postgres.labels import LabelWriter
 from sinks.postgres.sink import PostgresSink
 
 log = logging.getLogger("bsky_indexer")
 
 
-def decode_batch(entries: list[Entry]) -> list[Event]:
+def decode_batch(
+    entries: list[Entry], decode: Callable[[str, str, dict], Event] = decode_entry
+) -> list[Event]:
+    started = time.time_ns()
     out = []
-    for stream, entry_id, fields in entries:
+    for stream, entry_id, fields, deliveries in entries:
         if fields is None:
             out.append(
                 Event(
                     stream,
                     entry_id,
                     error="entry was deleted from the stream before it was indexed",
+                    deliveries=deliveries,
                 )
             )
             continue
-        ev = decode_entry(stream, entry_id, fields)
+        ev = decode(stream, entry_id, fields)
+        ev.deliveries = deliveries
         if ev.payload is None:
             ev.payload = entry_payload(fields)  # kept in case the database rejects it later
         out.append(ev)
+    origin = tracing.origin_of(len(entries), started)  # travels with each event to the sink
+    for ev in out:
+        ev.origin = origin
     return out
 
 
+def decode_label_batch(entries: list[Entry]) -> list[Event]:
+    return decode_batch(entries, decode_label_entry)
+
+
 def build_flow(settings: Settings) -> Dataflow:
-    if settings.mode == "label":
-        # Refuse rather than index the record streams under a mode that promises labels.
-        raise ConfigError("INDEXER_MODE=label: label indexing is not in this version yet")
+    """Mode ``stream``: the record streams; ``label``: the label stream; ``all``: both, side by
+    side, each path with its own consumer group, batches and transactions."""
     flow = Dataflow("bsky_indexer")
-    entries = op.input("read", flow, RedisStreamSource(settings))
-    events = op.flat_map_batch("decode", entries, decode_batch)
-    keyed = op.key_on("shard", events, lambda ev: shard_of(ev, settings.shards))
+    if settings.mode in ("all", "stream"):
+        source = RedisStreamSource(settings)
+        sink = PostgresSink(settings, archive_dir=settings.archive_dir)  # labels: no archive
+        _index_path(flow, "", source, decode_batch, sink, settings)
+    if settings.mode in ("all", "label"):
+        group = settings.label_group
+        source = RedisStreamSource(settings, (settings.label_stream,), group)
+        sink = PostgresSink(settings, group, LabelWriter)
+        _index_path(flow, "_labels", source, decode_label_batch, sink, settings)
+    return flow
+
+
+def _index_path(
+    flow: Dataflow,
+    suffix: str,
+    source: RedisStreamSource,
+    decode: Callable[[list[Entry]], list[Event]],
+    sink: PostgresSink,
+    settings: Settings,
+) -> None:
+    """read -> decode -> key by shard -> batch -> commit and ack."""
+    if settings.stage_timings:  # benchmarks only: see flows/stage_timings.py
+        source, decode, sink = instrument(suffix, source, decode, sink, settings.stage_timings)
+    entries = op.input(f"read{suffix}", flow, source)
+    events = op.flat_map_batch(f"decode{suffix}", entries, decode)
+    keyed = op.key_on(f"shard{suffix}", events, lambda ev: shard_of(ev, settings.shards))
     batches = op.stateful(
-        "batch",
+        f"batch{suffix}",
         keyed,
         lambda _resume: MaxAgeBatcher(settings.batch_size, settings.batch_max_wait),
     )
-    op.output("commit", batches, PostgresSink(settings))
-    return flow
+    op.output(f"commit{suffix}", batches, sink)
 
 
 def _stop(signum: int, _frame: object) -> None:
@@ -73,12 +118,12 @@ def _stop(signum: int, _frame: object) -> None:
 
 
 def _setup() -> Settings:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.setup(os.environ.get("INDEXER_LOG_FORMAT"))
     settings = Settings.from_env()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
-    log.info("starting: %s", settings.summary())
+    observability.start(settings)  # metrics, traces, the start line
     return settings
 
 

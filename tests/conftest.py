@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -19,6 +20,10 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 PG_ADMIN_URL = os.environ.get("TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+# No /metrics endpoint in the test process (importing flows.index sets the indexer up) nor in the
+# indexers it starts, unless a test asks for one: parallel runs would fight over port 9090.
+os.environ.setdefault("METRICS_PORT", "0")
 
 
 def database_url(name: str) -> str:
@@ -62,6 +67,28 @@ def db(db_url: str) -> Iterator[psycopg.Connection]:
     truncate_all(db_url)
     with psycopg.connect(db_url, autocommit=True) as conn:
         yield conn
+
+
+@pytest.fixture
+def fresh_db() -> Iterator[Callable[[], str]]:
+    """Makes fresh, empty databases on the shared Postgres (URLs); drops them all afterwards."""
+    names: list[str] = []
+
+    def make() -> str:
+        names.append(create_database("bskyidx_up"))
+        return database_url(names[-1])
+
+    yield make
+    for name in names:
+        drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def upstream_package() -> Path:
+    """tests/upstream with @atproto/bsky 0.0.280 installed (skips when node is missing)."""
+    from .upstream_node import install_upstream
+
+    return install_upstream()
 
 
 @pytest.fixture(scope="session")

@@ -34,6 +34,12 @@ def shared_pool(conninfo: str, max_size: int, min_idle: int) -> ConnectionPool:
         return pool
 
 
+def pools() -> list[ConnectionPool]:
+    """The pools this process has opened (for the metrics)."""
+    with _lock:
+        return list(_pools.values())
+
+
 def close_all() -> None:
     with _lock:
         for pool in _pools.values():

@@ -13,16 +13,17 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import psycopg
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from psycopg_pool import PoolTimeout
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from config.settings import Settings
 from connectors.redis_streams import REDIS_ERRORS, StreamAcker, client_for
 from flows.events import Event
+from observability.batches import BatchReport
 
 from .pool import shared_pool
 from .writer import PostgresWriter
@@ -47,6 +48,21 @@ def is_transient(exc: BaseException) -> bool:
     return state[:2] in _TRANSIENT_CLASSES or state in _TRANSIENT_CODES
 
 
+class BatchWriter(Protocol):
+    """PostgresWriter (records) or LabelWriter (labels): one transaction, raise having changed
+    nothing."""
+
+    def write(self, events: Sequence[Event]) -> object: ...
+
+
+class Archive(Protocol):
+    """sinks/archive's ArchiveWriter: keeps a committed batch's events; raises OSError."""
+
+    def write(self, events: Sequence[Event]) -> object: ...
+
+    def close(self) -> None: ...
+
+
 def backoff(attempt: int, cap: float = 30.0) -> float:
     """Exponential backoff with full jitter: 0.1 s, 0.2 s, ... up to ``cap``."""
     return random.uniform(0, min(cap, 0.1 * 2**attempt))
@@ -55,28 +71,37 @@ def backoff(attempt: int, cap: float = 30.0) -> float:
 class BatchCommitter:
     def __init__(
         self,
-        writer: PostgresWriter,
+        writer: BatchWriter,
         acker: StreamAcker,
         sleep: Callable[[float], None] = time.sleep,
+        archive: Archive | None = None,
     ):
         self.writer = writer
         self.acker = acker
         self.sleep = sleep
+        self.archive = archive  # written after the commit, before the ack
+        self._report = BatchReport(())
 
     def commit(self, events: Sequence[Event]) -> None:
+        report = self._report = BatchReport(events)  # metrics, trace, dead-letter log
         self._write(list(events))
+        report.write_done()
+        if self.archive is not None:
+            self._archive(self.archive, events)
         self._ack(events)
+        report.acked(self.acker.group)
 
     def _write(self, events: list[Event]) -> None:
         attempt = 0
         while True:
             try:
-                self.writer.write(events)
+                self._report.wrote(self.writer.write(events))
                 return
             except (psycopg.Error, PoolTimeout) as exc:
                 if not is_transient(exc):
                     self._isolate(events, exc)  # type: ignore[arg-type]
                     return
+                self._report.retry("postgres", "write")
                 delay = backoff(attempt)
                 attempt += 1
                 log.warning(
@@ -94,7 +119,8 @@ class BatchCommitter:
             for ev in good:
                 ev.error = f"database rejected the event: {_first_line(exc)}"
             try:
-                self.writer.write(events)  # the rest of the entry (its commit) still counts
+                # the rest of the entry (its commit) still counts
+                self._report.wrote(self.writer.write(events))
             except psycopg.Error:
                 log.error(
                     "batch of %d rejected even without its records; dead-lettering all", len(events)
@@ -106,13 +132,27 @@ class BatchCommitter:
         self._write(events[:half])
         self._write(events[half:])
 
+    def _archive(self, archive: Archive, events: Sequence[Event]) -> None:
+        attempt = 0
+        while True:
+            try:
+                archive.write(events)
+                return
+            except OSError as exc:
+                self._report.retry("archive", "write")
+                delay = backoff(attempt)
+                attempt += 1
+                log.warning("archive write failed (%s); retry %d in %.1fs", exc, attempt, delay)
+                self.sleep(delay)
+
     def _ack(self, events: Sequence[Event]) -> None:
         attempt = 0
         while True:
             try:
-                dead = self.acker.finish(events)
+                self.acker.finish(events)
                 break
             except REDIS_ERRORS as exc:
+                self._report.retry("redis", "ack")
                 delay = backoff(attempt)
                 attempt += 1
                 log.warning(
@@ -122,22 +162,10 @@ class BatchCommitter:
                     delay,
                 )
                 self.sleep(delay)
-        if dead:
-            reasons = Counter(_reason_kind(ev.error or "") for ev in events if ev.error)
-            log.warning(
-                "dead-lettered %d entries: %s",
-                dead,
-                ", ".join(f"{k} x{n}" for k, n in reasons.most_common(5)),
-            )
 
 
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-
-
-def _reason_kind(reason: str) -> str:
-    # Whole reasons, shortened: "record" alone tells an operator nothing.
-    return reason if len(reason) <= 80 else reason[:77] + "..."
 
 
 class _CommitPartition(StatelessSinkPartition[tuple[str, list[Event]]]):
@@ -148,16 +176,41 @@ class _CommitPartition(StatelessSinkPartition[tuple[str, list[Event]]]):
         for _shard, batch in items:
             self.committer.commit(batch)
 
+    def close(self) -> None:
+        if self.committer.archive is not None:
+            try:
+                self.committer.archive.close()
+            except OSError as exc:  # the spool stays; the next start recovers it
+                log.error("archive could not be closed: %s", exc)
+
 
 class PostgresSink(DynamicSink[tuple[str, list[Event]]]):
     """Each worker commits the batches it receives; the connection pool is per process."""
 
-    def __init__(self, settings: Settings, group: str | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        group: str | None = None,
+        writer: Callable[[ConnectionPool], BatchWriter] = PostgresWriter,
+        archive_dir: str | None = None,
+    ):
         self.settings = settings
         self.group = group or settings.group
+        self.writer = writer
+        self.archive_dir = archive_dir
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _CommitPartition:
         s = self.settings
         pool = shared_pool(s.database_url, s.db_pool_max_size, s.db_pool_min_idle)
         acker = StreamAcker(client_for(s.redis_url), self.group, s)
-        return _CommitPartition(BatchCommitter(PostgresWriter(pool), acker))
+        archive = None
+        if self.archive_dir is not None:
+            from sinks.archive.parquet import ArchiveWriter
+
+            archive = ArchiveWriter(
+                self.archive_dir,
+                roll_bytes=s.archive_roll_bytes,
+                roll_seconds=s.archive_roll_seconds,
+                worker=worker_index,
+            )
+        return _CommitPartition(BatchCommitter(self.writer(pool), acker, archive=archive))
