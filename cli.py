@@ -3,7 +3,10 @@
     bsky-indexer run [-w N]            the dataflow (same as python -m bytewax.run flows.index)
     bsky-indexer db init               our DDL for a development database
     bsky-indexer replay FILE --stream S    JSONL of StreamEvents or a repo CAR into a stream
+    bsky-indexer replay --parquet DIR --stream S   an archive (INDEXER_ARCHIVE_DIR) into a stream
     bsky-indexer generate --events N   synthetic firehose-mix events as JSONL
+    bsky-indexer status [--json]       per stream: length, lag, pending, dead letters
+    bsky-indexer dlq list|requeue|drop     the dead-letter stream
 
 Every command reads the same environment as the indexer (REDIS_URL, DATABASE_URL, ...).
 """
@@ -35,7 +38,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from connectors import replay, synthetic
+    from connectors import dead_letters, replay, stream_status, synthetic
 
     parser = argparse.ArgumentParser(prog="bsky-indexer", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -50,13 +53,22 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--database-url", help="defaults to DATABASE_URL")
     init.set_defaults(func=_db_init)
 
-    rp = sub.add_parser("replay", help="load StreamEvents (JSONL) or a repo CAR into a stream")
+    rp = sub.add_parser(
+        "replay", help="load StreamEvents (JSONL), a repo CAR or a Parquet archive into a stream"
+    )
     replay.add_arguments(rp)
     rp.set_defaults(func=replay.run)
 
     gen = sub.add_parser("generate", help="write synthetic firehose events as JSONL")
     synthetic.add_arguments(gen)
     gen.set_defaults(func=synthetic.run)
+
+    st = sub.add_parser("status", help="how far behind the consumer group is, per stream")
+    stream_status.add_arguments(st)
+    st.set_defaults(func=stream_status.run)
+
+    dlq = sub.add_parser("dlq", help="list, requeue or drop dead letters")
+    dead_letters.add_arguments(dlq)
     return parser
 
 

@@ -92,6 +92,7 @@ def main() -> int:
             "REDIS_URL": redis_url,
             "DATABASE_URL": db_url,
             "INDEXER_STREAMS": f"{live},{backfill}",
+            "INDEXER_LABEL_STREAM": f"{prefix}:label_live",  # mode all reads labels too
             "INDEXER_GROUP": f"{prefix}:group",
             "INDEXER_CONSUMER": f"{prefix}:demo",
             "INDEXER_DEAD_LETTER_STREAM": f"{prefix}:dead_letter",
@@ -133,7 +134,7 @@ def main() -> int:
     if dead:
         for _id, fields in client.xrange(f"{prefix}:dead_letter", count=5):
             print(f"  dead letter: {fields[b'reason'].decode()[:120]}")
-    client.delete(live, backfill, f"{prefix}:dead_letter")
+    client.delete(live, backfill, f"{prefix}:label_live", f"{prefix}:dead_letter")
     print(f"\nthe database is kept: psql '{db_url}'")
     return 0
 
