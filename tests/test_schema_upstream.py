@@ -10,110 +10,24 @@ missing, and a failure fails the test.
 from __future__ import annotations
 
 import difflib
-import fcntl
-import hashlib
 import pprint
-import shutil
-import subprocess
-import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import quote, urlencode
 
 import psycopg
 import pytest
-from psycopg.conninfo import conninfo_to_dict
 
 from sinks.postgres.schema import PRIVATE_SCHEMA, TABLES, describe, init_db, truncate_all
 
-from .conftest import create_database, database_url, drop_database
+from .upstream_node import migrate_upstream
 
 # npm install (first run only) can take a minute on a slow network.
 pytestmark = pytest.mark.timeout(900)
-
-UPSTREAM_DIR = Path(__file__).parent / "upstream"
-UPSTREAM_DB_JS = (
-    UPSTREAM_DIR / "node_modules/@atproto/bsky/dist/data-plane/server/db/db.js"
-)  # what migrate.mjs imports
-NPM_INSTALL = ["npm", "install", "--ignore-scripts", "--no-audit", "--no-fund"]
 
 _TABLES_IN_PUBLIC = """
 SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p')
 """
-
-
-def _run(cmd: list[str], timeout: float) -> tuple[subprocess.CompletedProcess[str], float]:
-    start = time.monotonic()
-    proc = subprocess.run(
-        cmd, cwd=UPSTREAM_DIR, capture_output=True, text=True, timeout=timeout, check=False
-    )
-    return proc, time.monotonic() - start
-
-
-def _output(proc: subprocess.CompletedProcess[str]) -> str:
-    return f"exit {proc.returncode}\n--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}"
-
-
-@pytest.fixture(scope="session")
-def upstream_package() -> Path:
-    """tests/upstream with @atproto/bsky installed; runs `npm install` if it is missing."""
-    if shutil.which("node") is None:
-        pytest.skip("node is not on PATH: cannot run the @atproto/bsky migrations")
-    # One install at a time, even across concurrent pytest runs on this checkout.
-    key = hashlib.sha256(str(UPSTREAM_DIR.resolve()).encode()).hexdigest()[:16]
-    lock_path = Path(tempfile.gettempdir()) / f"bsky-indexer-npm-{key}.lock"
-    with open(lock_path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not UPSTREAM_DB_JS.is_file():
-            if shutil.which("npm") is None:
-                pytest.fail("node is on PATH but npm is not: cannot install @atproto/bsky")
-            proc, took = _run(NPM_INSTALL, timeout=840)
-            print(f"\nnpm install in {UPSTREAM_DIR}: {took:.1f}s")
-            if proc.returncode != 0 or not UPSTREAM_DB_JS.is_file():
-                pytest.fail(f"npm install failed in {UPSTREAM_DIR}:\n{_output(proc)}")
-    return UPSTREAM_DIR
-
-
-def postgres_url(conninfo: str) -> str:
-    """A postgresql:// URL for a libpq conninfo, for node-postgres (which takes only URLs)."""
-    if "://" in conninfo:
-        return conninfo
-    params = conninfo_to_dict(conninfo)
-    user = quote(str(params.pop("user", "")), safe="")
-    password = params.pop("password", None)
-    auth = f"{user}:{quote(str(password), safe='')}@" if password else (f"{user}@" if user else "")
-    host = str(params.pop("host", "localhost"))
-    if host.startswith("/"):  # a Unix socket directory goes in the query string
-        params["host"], host = host, ""
-    port = params.pop("port", None)
-    dbname = quote(str(params.pop("dbname", "")), safe="")
-    query = f"?{urlencode(params)}" if params else ""
-    return f"postgresql://{auth}{host}{f':{port}' if port else ''}/{dbname}{query}"
-
-
-def migrate_upstream(conninfo: str) -> float:
-    """Apply the genuine migrations to the database at conninfo; returns the seconds it took."""
-    proc, took = _run(["node", "migrate.mjs", postgres_url(conninfo)], timeout=300)
-    if proc.returncode != 0:
-        pytest.fail(f"node migrate.mjs failed:\n{_output(proc)}")
-    print(f"\nupstream migrations: {took:.2f}s ({proc.stdout.strip().splitlines()[-1]})")
-    return took
-
-
-@pytest.fixture
-def fresh_db() -> Iterator[Callable[[], str]]:
-    """Makes fresh databases on the shared Postgres (URLs); drops them all afterwards."""
-    names: list[str] = []
-
-    def make() -> str:
-        names.append(create_database("bskyidx_up"))
-        return database_url(names[-1])
-
-    yield make
-    for name in names:
-        drop_database(name)
 
 
 @pytest.fixture
