@@ -52,7 +52,7 @@ class Settings:
     max_deliveries: int = 10
     stage_timings: str | None = None  # benchmarks: a JSON file of per-stage timings
     archive_dir: str | None = None  # the Parquet archive (sinks/archive); None: off
-    archive_roll_bytes: int = 128 * 1024 * 1024
+    archive_roll_bytes: int = 32 * 1024 * 1024
     archive_roll_seconds: float = 600.0
 
     @classmethod

@@ -8,6 +8,10 @@
   ``create`` event per record with ``seq`` -1, and a ``repo`` event after each chunk of 500
   records and at the end.
 
+``bsky-indexer replay --parquet DIR --stream S`` loads an archive (INDEXER_ARCHIVE_DIR) instead,
+in the producers' original order, optionally only some collections, a time range or one DID
+(sinks/archive/replay.py).
+
 Each event becomes ``XADD S * event <json text>``, pipelined in chunks (no transaction).
 
 The Python API (tests, the demo and the benchmarks use it):
@@ -370,13 +374,28 @@ def jsonl_events(lines: Iterable[bytes], did: str | None = None) -> Iterator[byt
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", help="JSONL of StreamEvents, a repo .car file, or - for stdin")
+    parser.add_argument(
+        "file", nargs="?", help="JSONL of StreamEvents, a repo .car file, or - for stdin"
+    )
+    parser.add_argument(
+        "--parquet",
+        metavar="DIR",
+        help="instead of FILE: an archive (INDEXER_ARCHIVE_DIR), in its original order",
+    )
     parser.add_argument("--stream", required=True, help="the stream to XADD to")
     parser.add_argument("--redis-url", help="defaults to REDIS_URL")
     parser.add_argument(
         "--did",
-        help="JSONL: load only this DID's events; CAR: refuse a repo that belongs to another DID",
+        help="JSONL, archive: load only this DID's events; CAR: refuse another DID's repo",
     )
+    parser.add_argument(
+        "--collection",
+        action="append",
+        default=[],
+        help="archive: only this collection (repeatable; _repo, _account, _identity: those events)",
+    )
+    parser.add_argument("--since", help="archive: events received at or after this time")
+    parser.add_argument("--until", help="archive: events received before this time")
     parser.add_argument(
         "--time", help="CAR: receive time for every event (default: now, the backfiller's way)"
     )
@@ -397,10 +416,15 @@ def run(args: argparse.Namespace, settings: Any) -> int:
     if args.chunk < 1:
         print("bsky-indexer replay: --chunk must be at least 1", file=sys.stderr)
         return 2
+    if (args.file is None) == (args.parquet is None):
+        print("bsky-indexer replay: give either FILE or --parquet DIR", file=sys.stderr)
+        return 2
     client = redis.Redis.from_url(args.redis_url or settings.redis_url)
     loader = StreamLoader(client, args.stream, args.chunk, max(args.high_water, 0))
-    source = "stdin" if args.file == "-" else args.file
+    source = args.parquet or ("stdin" if args.file == "-" else args.file)
     try:
+        if args.parquet is not None:
+            return _replay_archive(args, loader)
         with _open(args.file) as handle:
             head = handle.peek(64)[:64] if hasattr(handle, "peek") else b""
             if looks_like_car(head) or source.lower().endswith(".car"):
@@ -416,6 +440,20 @@ def run(args: argparse.Namespace, settings: Any) -> int:
     finally:
         client.close()
     print(f"loaded {loader.loaded} events from {source} into {args.stream}")
+    return 0
+
+
+def _replay_archive(args: argparse.Namespace, loader: StreamLoader) -> int:
+    from sinks.archive.replay import ArchiveSelection
+
+    selection = ArchiveSelection.parse(
+        args.parquet, args.collection, args.since, args.until, args.did
+    )
+    _load(loader, selection.events())
+    print(
+        f"loaded {loader.loaded} events from {len(selection.files)} files of {args.parquet} "
+        f"into {args.stream}"
+    )
     return 0
 
 
