@@ -92,6 +92,8 @@ class StreamReader:
         self._not_claimed = frozenset(siblings) | {consumer}
         # Per stream: the id after which to read our own pending history, or None once it is done.
         self._pending_from: dict[str, str | None] = {s: "0" for s in self.streams}
+        # Entries of that history read so far: pending, but in flight only once read again.
+        self.history_read = 0
         # Per stream: where the next claim pass goes on in the group's pending list.
         self._claim_from: dict[str, str] = {s: "-" for s in self.streams}
         self._next_claim = 0.0  # time.monotonic() of the next claim pass; at once on start
@@ -162,6 +164,7 @@ class StreamReader:
             )
         }
         self._pending_from[stream] = last
+        self.history_read += len(entries)
         return [(s, i, f, counts.get(i, 1)) for s, i, f, _ in entries]
 
     def _claim(self, stream: str, want: int) -> tuple[list[Entry], bool]:
@@ -354,6 +357,7 @@ class _ReaderPartition(StatelessSourcePartition[Entry]):
         self.batch_size = min(settings.batch_size, settings.concurrency)
         self._awake: datetime | None = None
         self._inflight = 0  # entries read and maybe not acked yet, refreshed from XPENDING
+        self._history = 0  # entries pending on us at start (a previous run's), not in flight
         self._idle_since: float | None = None
         self._backoff = 0.0
         self._started = False
@@ -387,12 +391,12 @@ class _ReaderPartition(StatelessSourcePartition[Entry]):
     def _read(self) -> list[Entry]:
         if not self._started:
             self.reader.ensure_groups()
-            self._inflight = self.reader.pending()
+            self._history = self.reader.pending()
             self._started = True
         room = self.settings.concurrency - self._inflight
         if room < self.batch_size:
             # Acks happen in the sink, possibly on another worker: ask Redis.
-            self._inflight = self.reader.pending()
+            self._inflight = self._outstanding()
             room = self.settings.concurrency - self._inflight
         entries = self.reader.read(min(room, self.batch_size)) if room > 0 else []
         if entries:
@@ -401,6 +405,13 @@ class _ReaderPartition(StatelessSourcePartition[Entry]):
         else:
             self._maybe_stop(room)
         return entries
+
+    def _outstanding(self) -> int:
+        """Entries read in this run and not acked yet: our pending count, less the part of a
+        previous run's pending entries not read again yet (else a restart with CONCURRENCY or
+        more of them pending would never find room to read them)."""
+        unread = max(self._history - self.reader.history_read, 0)
+        return max(self.reader.pending() - unread, 0)
 
     def _maybe_stop(self, room: int) -> None:
         limit = self.settings.stop_when_idle

@@ -276,6 +276,22 @@ def test_entries_in_flight_per_worker_never_exceed_the_concurrency(
     assert rds.xlen(names.live) == 0
 
 
+@pytest.mark.timeout(60)
+def test_a_restart_with_more_pending_than_the_concurrency_reads_them_again(
+    db, rds, names, redis_url, db_url
+):
+    """A previous run's pending entries are not in flight: a consumer restarted with CONCURRENCY or
+    more of them pending must still read them (it once waited forever for room)."""
+    load_events(rds, names.live, generate(300, n_dids=100, seed=8))
+    before = StreamReader(rds, [names.live], names.group, f"{names.consumer}-0")
+    before.ensure_groups()
+    assert len(before.read(200)) == 200  # ... and the process died
+    s = settings_for(names, redis_url, db_url, concurrency=50, batch_size=20, shards=1)
+    run_main(build_flow(s))
+    assert pending_by_consumer(rds, names.live, names.group) == {}
+    assert rds.xlen(names.live) == 0
+
+
 # --- 5 and 8. trimming, and our consumers beside a foreign one ---------------------------------
 
 
