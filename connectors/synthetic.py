@@ -4,8 +4,9 @@
 producers' shape (``event-format.md``) with valid app.bsky records.
 
 * ``live``: the firehose mix. About 45% likes, 36% follows, 9% posts, 6% reposts; the rest are
-  profiles (create, then updates), blocks, deletes of earlier likes/follows/posts/reposts,
-  duplicates (a second like/follow/repost of the same subject by the same creator), and a few
+  deletes of earlier likes/follows/posts/reposts, profiles (create, then updates), blocks, list
+  items, duplicates (a second like/follow/repost of the same subject by the same creator), thread
+  and post gates (on the newest post, by its author), lists, list blocks, starter packs, and a few
   account and identity events. Subjects mostly refer to posts generated earlier (recent ones
   more often), so like, repost, reply and quote counters come out meaningful. ``seq`` increases.
 * ``backfill``: what the repo backfiller sends: repo after repo, every record a ``create`` in MST
@@ -45,6 +46,12 @@ REPOST = "app.bsky.feed.repost"
 FOLLOW = "app.bsky.graph.follow"
 BLOCK = "app.bsky.graph.block"
 PROFILE = "app.bsky.actor.profile"
+LIST = "app.bsky.graph.list"
+LISTITEM = "app.bsky.graph.listitem"
+LISTBLOCK = "app.bsky.graph.listblock"
+STARTERPACK = "app.bsky.graph.starterpack"
+THREADGATE = "app.bsky.feed.threadgate"
+POSTGATE = "app.bsky.feed.postgate"
 
 # The live mix: (kind, share). "dup" is a second like/follow/repost of the same subject.
 MIX = (
@@ -52,12 +59,28 @@ MIX = (
     ("follow", 0.36),
     ("post", 0.09),
     ("repost", 0.06),
-    ("delete", 0.016),
-    ("profile", 0.008),
-    ("block", 0.006),
-    ("dup", 0.005),
-    ("account", 0.0025),
-    ("identity", 0.0025),
+    ("delete", 0.0125),
+    ("profile", 0.006),
+    ("block", 0.005),
+    ("listitem", 0.005),
+    ("dup", 0.004),
+    ("account", 0.002),
+    ("identity", 0.002),
+    ("threadgate", 0.0015),
+    ("postgate", 0.0005),
+    ("list", 0.0005),
+    ("listblock", 0.0003),
+    ("starterpack", 0.0002),
+)
+# Kinds whose author is the owner of what they refer to (a list, a post); see _owned.
+OWNED = ("listitem", "threadgate", "postgate", "starterpack")
+LIST_PURPOSES = ("app.bsky.graph.defs#curatelist", "app.bsky.graph.defs#modlist")
+GATE_RULES = (
+    (),
+    ("app.bsky.feed.threadgate#mentionRule",),
+    ("app.bsky.feed.threadgate#followingRule",),
+    ("app.bsky.feed.threadgate#followerRule", "app.bsky.feed.threadgate#mentionRule"),
+    ("app.bsky.feed.threadgate#listRule",),
 )
 BACKFILL_MIX = (("like", 0.45), ("follow", 0.36), ("post", 0.11), ("repost", 0.06), ("block", 0.02))
 
@@ -173,6 +196,7 @@ class _Generator:
         self.handles = [f"{NAMES[i % len(NAMES)]}{i}.bsky.social" for i in range(n_dids)]
         self.clock_ids = [int(rng.random() * 1024) for _ in range(n_dids)]
         self.has_profile = bytearray(n_dids)
+        self.profiled: list[int] = []  # a sample of the accounts with a profile (bounded)
         self.clock = _Clock()
         self.t = START_US  # simulated receive clock, microseconds
         self.seq = FIRST_SEQ
@@ -182,6 +206,8 @@ class _Generator:
         # root uri, root cid, author index), and reposts: (uri, cid, subject uri, subject cid).
         self.posts: deque[tuple[str, str, str, str, int]] = deque(maxlen=20_000)
         self.reposts: deque[tuple[str, str, str, str]] = deque(maxlen=5_000)
+        self.lists: deque[tuple[str, int]] = deque(maxlen=2_000)  # (uri, author index)
+        self.gated: dict[str, str] = {}  # gate collection -> the post it last gated
         # Records a later delete or duplicate may refer to: (did index, collection, rkey, subject),
         # a sample of those still alive (a random slot is replaced once it is full).
         self.live: list[tuple[int, str, str, Any]] = []
@@ -289,6 +315,84 @@ class _Generator:
         }
         return collection, tid(us, self.clock_ids[a]), record
 
+    def graph_list(self, a: int, us: int) -> tuple[str, str, dict[str, Any]]:
+        rng = self.rng
+        record: dict[str, Any] = {
+            "$type": LIST,
+            "purpose": rng.choice(LIST_PURPOSES),
+            "name": self.text(1, 4)[:64],
+        }
+        if rng.random() < 0.6:
+            record["description"] = self.text(3, 20)
+        record["createdAt"] = self.clock.created_at(us - int(rng.random() * 2_000_000))
+        return LIST, tid(us, self.clock_ids[a]), record
+
+    def list_block(self, a: int, us: int) -> tuple[str, str, dict[str, Any]]:
+        if not self.lists:
+            return self.block(a, us)
+        record = {
+            "$type": LISTBLOCK,
+            "subject": self.lists[self._recent_index(len(self.lists))][0],
+            "createdAt": self.clock.created_at(us - int(self.rng.random() * 2_000_000)),
+        }
+        return LISTBLOCK, tid(us, self.clock_ids[a]), record
+
+    def _owned(self, kind: str, us: int) -> tuple[int, str, str, dict[str, Any]] | None:
+        """A record whose author must own what it refers to: a list item or starter pack (the
+        author's list), a thread or post gate (the author's newest post, same rkey). None when
+        there is nothing to refer to yet."""
+        rng = self.rng
+        created = self.clock.created_at(us - int(rng.random() * 2_000_000))
+        if kind in ("listitem", "starterpack"):
+            if not self.lists:
+                return None
+            uri, a = self.lists[self._recent_index(len(self.lists))]
+            rkey = tid(us, self.clock_ids[a])
+            if kind == "listitem":
+                subject = self.dids[self._other(a)]
+                return (
+                    a,
+                    LISTITEM,
+                    rkey,
+                    {
+                        "$type": LISTITEM,
+                        "subject": subject,
+                        "list": uri,
+                        "createdAt": created,
+                    },
+                )
+            return (
+                a,
+                STARTERPACK,
+                rkey,
+                {
+                    "$type": STARTERPACK,
+                    "name": self.text(1, 5)[:50],
+                    "list": uri,
+                    "createdAt": created,
+                },
+            )
+        collection = THREADGATE if kind == "threadgate" else POSTGATE
+        if not self.posts or self.gated.get(collection) == self.posts[-1][0]:
+            return None
+        uri, _cid, _root, _root_cid, a = self.posts[-1]
+        self.gated[collection] = uri
+        record: dict[str, Any] = {"$type": collection, "post": uri}
+        if collection == THREADGATE:
+            rules = []
+            for rule in rng.choice(GATE_RULES):
+                if rule.endswith("#listRule"):
+                    if not self.lists:
+                        continue
+                    rules.append({"$type": rule, "list": self.lists[-1][0]})
+                else:
+                    rules.append({"$type": rule})
+            record["allow"] = rules
+        else:
+            record["embeddingRules"] = [{"$type": "app.bsky.feed.postgate#disableRule"}]
+        record["createdAt"] = created
+        return a, collection, uri.rsplit("/", 1)[1], record
+
     def profile(self, a: int, us: int) -> tuple[str, str, dict[str, Any]]:
         rng = self.rng
         name = NAMES[a % len(NAMES)]
@@ -388,6 +492,8 @@ class _Generator:
             root = reply["root"] if reply else {"uri": uri, "cid": cid}
             self.posts.append((uri, cid, root["uri"], root["cid"], a))
             self._ring_add(self.live, (a, POST, rkey, None), 50_000, rng)
+        elif collection == LIST:
+            self.lists.append((f"at://{self.dids[a]}/{LIST}/{rkey}", a))
         elif collection in (LIKE, FOLLOW, REPOST):
             subject = record["subject"]
             if collection == REPOST:
@@ -411,6 +517,8 @@ class _Generator:
             "post": self.post,
             "repost": self.repost,
             "block": self.block,
+            "list": self.graph_list,
+            "listblock": self.list_block,
         }
         received = self.clock.received
         random_ = rng.random
@@ -476,7 +584,10 @@ class _Generator:
                 continue
             op = "create"
             entry = self._dup_candidate() if kind == "dup" else None
-            if entry is not None:
+            owned = self._owned(kind, us - 250) if kind in OWNED else None
+            if owned is not None:
+                a, collection, rkey, record = owned
+            elif entry is not None:
                 # The same creator, the same subject, a new rkey: a duplicate record.
                 a, collection, _, subject = entry
                 record = {
@@ -486,7 +597,14 @@ class _Generator:
                 }
                 rkey = tid(us - 250, clock_ids[a])
             elif kind == "profile":
-                a = int(rng.random() * n)
+                # Three in ten profile commits edit an existing profile: updates.
+                profiled = self.profiled
+                if profiled and random_() < 0.3:
+                    a = profiled[int(random_() * len(profiled))]
+                else:
+                    a = int(random_() * n)
+                    if not self.has_profile[a]:
+                        self._ring_add(profiled, a, 10_000, rng)
                 collection, rkey, record = self.profile(a, us)
                 if self.has_profile[a]:
                     op = "update"

@@ -52,6 +52,15 @@ FIELDS = {
     "identity": {"type", "seq", "time", "did", "handle"},
 }
 FOLLOW = "app.bsky.graph.follow"
+LIST_PURPOSES = {"app.bsky.graph.defs#curatelist", "app.bsky.graph.defs#modlist"}
+OTHER_COLLECTIONS = {
+    "app.bsky.graph.list",
+    "app.bsky.graph.listitem",
+    "app.bsky.graph.listblock",
+    "app.bsky.graph.starterpack",
+    "app.bsky.feed.threadgate",
+    "app.bsky.feed.postgate",
+}
 STATUSES = {"takendown", "suspended", "deleted", "deactivated", "desynchronized", "throttled"}
 
 
@@ -141,6 +150,35 @@ def check_record(collection: str, record: dict[str, Any]) -> None:
     elif collection in ("app.bsky.graph.follow", "app.bsky.graph.block"):
         assert set(record) == {"$type", "subject", "createdAt"}
         assert DID.match(record["subject"])
+    elif collection == "app.bsky.graph.list":
+        assert set(record) <= {"$type", "purpose", "name", "description", "createdAt"}
+        assert record["purpose"] in LIST_PURPOSES
+        check_string(record["name"], 64, 64)
+        assert record["name"]
+    elif collection in ("app.bsky.graph.listitem", "app.bsky.graph.starterpack"):
+        assert AT_URI.match(record["list"]).group(2) == "app.bsky.graph.list"
+        if collection == "app.bsky.graph.listitem":
+            assert set(record) == {"$type", "subject", "list", "createdAt"}
+            assert DID.match(record["subject"])
+        else:
+            assert set(record) == {"$type", "name", "list", "createdAt"}
+            check_string(record["name"], 50, 500)
+    elif collection == "app.bsky.graph.listblock":
+        assert set(record) == {"$type", "subject", "createdAt"}
+        assert AT_URI.match(record["subject"]).group(2) == "app.bsky.graph.list"
+    elif collection in ("app.bsky.feed.threadgate", "app.bsky.feed.postgate"):
+        assert AT_URI.match(record["post"]).group(2) == "app.bsky.feed.post"
+        rules = record["allow"] if "allow" in record else record["embeddingRules"]
+        assert set(record) == {
+            "$type",
+            "post",
+            "createdAt",
+            "allow" if "allow" in record else "embeddingRules",
+        }
+        for rule in rules:
+            assert rule["$type"].startswith(collection + "#")
+            if rule["$type"].endswith("#listRule"):
+                assert AT_URI.match(rule["list"]).group(2) == "app.bsky.graph.list"
     elif collection == "app.bsky.actor.profile":
         check_string(record["displayName"], 64, 640)
         check_string(record["description"], 256, 2560)
@@ -235,7 +273,12 @@ def test_live_mix(live) -> None:
     rest = 1 - sum(share[("create", k)] for k in ("like", "follow", "post", "repost"))
     assert 0.025 < rest < 0.05
     assert share[("create", "block")] > 0.003
-    assert share[("create", "profile")] > 0.003 and share[("update", "profile")] > 0.0003
+    assert share[("create", "profile")] > 0.003 and share[("update", "profile")] > 0.001
+    assert share[("create", "listitem")] > 0.003
+    others = {e["collection"] for e in live if e["type"] == "create"} - {
+        f"app.bsky.feed.{c}" for c in ("like", "post", "repost")
+    }
+    assert others >= OTHER_COLLECTIONS
     deletes = {k[1] for k in kinds if k[0] == "delete"}
     assert deletes == {"like", "follow", "post", "repost"}
     assert 0.01 < sum(v for k, v in share.items() if k[0] == "delete") < 0.025
@@ -305,6 +348,28 @@ def test_live_references(live) -> None:
     assert replies > 0.25 * len(posts) and nested > 0.1 * replies
     assert quotes > 0.05 * len(posts)
     assert dups > 100 and via > 10
+
+
+def test_owned_references(live) -> None:
+    """A list item or starter pack names its author's own list, and a gate its author's post
+    with the gate's rkey, created earlier: what the decoder's cross-checks demand."""
+    created: set[str] = set()
+    checked = 0
+    for e in live:
+        if e["type"] != "create":
+            continue
+        record = e["record"]
+        ref = None
+        if e["collection"] in ("app.bsky.graph.listitem", "app.bsky.graph.starterpack"):
+            ref = record["list"]
+        elif e["collection"] in ("app.bsky.feed.threadgate", "app.bsky.feed.postgate"):
+            ref = record["post"]
+            assert ref.rsplit("/", 1)[1] == e["rkey"]
+        if ref is not None:
+            assert ref.split("/")[2] == e["did"] and ref in created
+            checked += 1
+        created.add(f"at://{e['did']}/{e['collection']}/{e['rkey']}")
+    assert checked > 200
 
 
 def test_post_features_appear(live) -> None:
