@@ -2,7 +2,7 @@
 
 Random sequences over a few DIDs and a few subjects make every kind of in-batch dependency:
 the same record twice, duplicates, deletes that promote, replies to posts of the same batch,
-reposts of a post deleted in the batch.
+reposts of a post deleted in the batch, updates that move a record onto another's subject.
 """
 
 from __future__ import annotations
@@ -19,6 +19,12 @@ from . import factory as f
 from .indexing import index, snapshot
 
 DIDS = [f.did(n) for n in ("a", "b", "c")]
+MOVABLE = (
+    "app.bsky.feed.like",
+    "app.bsky.feed.repost",
+    "app.bsky.graph.follow",
+    "app.bsky.graph.block",
+)
 
 
 @st.composite
@@ -41,6 +47,7 @@ def sequences(draw: st.DrawFn) -> list[dict]:
                     "profile",
                     "delete",
                     "update",
+                    "move",
                 ]
             )
         )
@@ -77,6 +84,14 @@ def sequences(draw: st.DrawFn) -> list[dict]:
         elif kind == "update" and made:
             target = draw(st.sampled_from(made))
             ev = f.update(target, createdAt="2025-10-30T10:00:00.000Z")
+        elif kind == "move" and any(m["collection"] in MOVABLE for m in made):
+            # a new subject: the record may collide with another of its creator, or stop being
+            # a duplicate (upstream refuses the first when the record has a row)
+            target = draw(st.sampled_from([m for m in made if m["collection"] in MOVABLE]))
+            if target["collection"] in ("app.bsky.feed.like", "app.bsky.feed.repost"):
+                ev = f.update(target, subject=f.ref(draw(st.sampled_from(posts))))
+            else:
+                ev = f.update(target, subject=draw(st.sampled_from(DIDS)))
         if ev is None:
             continue
         events.append(ev)

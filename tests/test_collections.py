@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import orjson
 import psycopg
 import pytest
 
+from flows.decode import decode_entry
 from sinks.postgres.pool import shared_pool
 from sinks.postgres.writer import PostgresWriter
 
@@ -299,3 +301,42 @@ def test_replay_changes_nothing(db, writer):
     index(writer, events)
     index(writer, events, one_by_one=True)
     assert snapshot(db) == before
+
+
+@pytest.mark.parametrize("make", [f.like, f.repost], ids=["like", "repost"])
+def test_update_of_like_or_repost_onto_another_of_its_creator_changes_nothing(db, writer, make):
+    """Upstream refuses (rolls back) an update whose new subject another record of the creator
+    already holds: the counters, notifications and rows stay; the event is dead-lettered."""
+    p1, p2 = f.post(ALICE), f.post(ALICE)
+    first, second = make(BOB, p1), make(BOB, p2)
+    index(writer, [p1, p2, first, second])
+    table = "like" if make is f.like else "repost"
+    before = rows(db, f'SELECT uri, cid, subject FROM "{table}" ORDER BY uri')
+    counted = (agg(db, f.event_uri(p1)), agg(db, f.event_uri(p2)), notifs(db))
+    moved = f.update(second, subject=f.ref(p1))
+    ev = decode_entry("s", "1-0", {b"event": orjson.dumps(moved)})
+    writer.write([ev])
+    assert ev.error == (
+        f"update collides with another record: {f.event_uri(first)} of the same creator holds"
+        " its key (upstream refuses such an update)"
+    )
+    assert rows(db, f'SELECT uri, cid, subject FROM "{table}" ORDER BY uri') == before
+    assert (agg(db, f.event_uri(p1)), agg(db, f.event_uri(p2)), notifs(db)) == counted
+    assert rows(db, "SELECT cid FROM record WHERE uri = %s", f.event_uri(second)) == [
+        (second["cid"],)
+    ]
+    assert rows(db, "SELECT 1 FROM duplicate_record") == []
+
+
+def test_like_duplicate_moved_to_a_free_post_counts_and_notifies(db, writer):
+    """A duplicate has no row: upstream's update of it is a plain insert, with its notification."""
+    p1, p2 = f.post(ALICE), f.post(CAROL)
+    first, second = f.like(BOB, p1), f.like(BOB, p1)
+    index(writer, [p1, p2, first, second])
+    index(writer, [f.update(second, subject=f.ref(p2))])
+    assert rows(db, "SELECT 1 FROM duplicate_record") == []
+    assert (agg(db, f.event_uri(p1))[0], agg(db, f.event_uri(p2))[0]) == (1, 1)
+    assert notifs(db) == [
+        (ALICE, "like", BOB, f.event_uri(p1)),
+        (CAROL, "like", BOB, f.event_uri(p2)),
+    ]

@@ -391,3 +391,124 @@ def test_invalid_records_are_dead_lettered_with_their_reason(db, writer, rds, na
         assert reason.startswith("record: ") and want in reason, (reason, want)
     assert records(db) == []
     assert rows(db, "SELECT count(*) FROM actor_sync") == [(1,)]  # the commits still count
+
+
+# Every collection with duplicates: make(author, key) and the update that moves a record to key.
+KEYED = {
+    "follow": (lambda a, k: f.follow(a, k), lambda ev, k: f.update(ev, subject=k)),
+    "block": (lambda a, k: f.block(a, k), lambda ev, k: f.update(ev, subject=k)),
+    "verification": (
+        lambda a, k: f.verification(a, k, "someone.test"),
+        lambda ev, k: f.update(ev, subject=k),
+    ),
+    "listitem": (
+        lambda a, k: f.list_item(a, f"at://{a}/app.bsky.graph.list/3kaaaaaaaaaa2", k),
+        lambda ev, k: f.update(ev, subject=k),
+    ),
+    "listblock": (
+        lambda a, k: f.list_block(a, f"at://{k}/app.bsky.graph.list/3kaaaaaaaaaa2"),
+        lambda ev, k: f.update(ev, subject=f"at://{k}/app.bsky.graph.list/3kaaaaaaaaaa2"),
+    ),
+    "referencelistoptout": (
+        lambda a, k: f.list_opt_out(a, f"at://{k}/app.bsky.graph.list/3kaaaaaaaaaa2"),
+        lambda ev, k: f.update(ev, subject=f"at://{k}/app.bsky.graph.list/3kaaaaaaaaaa2"),
+    ),
+}
+
+
+def dead_letters_of(writer, rds, names, events: list[dict]) -> list[str]:
+    """Commit the events as one batch through the sink's committer; the dead letters' reasons."""
+    load_events(rds, names.live, events)
+    reader = StreamReader(rds, [names.live], names.group, "c-0")
+    reader.ensure_groups()
+    decoded = [decode_entry(s, i, fields) for s, i, fields, _ in reader.read(100)]
+    BatchCommitter(
+        writer, StreamAcker(rds, names.group, Settings(dead_letter_stream=names.dead_letter))
+    ).commit(decoded)
+    return [d[b"reason"].decode() for _, d in rds.xrange(names.dead_letter)]
+
+
+@pytest.mark.parametrize("kind", sorted(KEYED))
+def test_update_onto_another_record_is_refused_whole(db, writer, rds, names, kind):
+    """Upstream removes the updated record's row, cannot insert the new one (another row of the
+    creator holds its key), throws and rolls back: the update changes nothing, and we dead-letter
+    it. Its commit still counts (actor_sync)."""
+    make, move = KEYED[kind]
+    first, second = make(ALICE, BOB), make(ALICE, CAROL)
+    index(writer, [first, second])
+    before = snapshot(db)
+    moved = move(second, BOB)
+    assert dead_letters_of(writer, rds, names, [moved]) == [
+        f"update collides with another record: {f.event_uri(first)} of the same creator holds"
+        " its key (upstream refuses such an update)"
+    ]
+    after = snapshot(db)
+    assert after.pop("actor_sync") != before.pop("actor_sync")
+    assert after == before
+    # Refused before the revision guard: delivered again, it is refused again.
+    again = decode_entry("s", "9-0", {b"event": orjson.dumps(moved)})
+    writer.write([again])
+    assert again.error is not None and "collides" in again.error
+
+
+def test_opt_out_update_to_a_non_list_is_refused(db, writer, rds, names):
+    """An opt-out with a row updated to a subject upstream's insert declines: refused too. One
+    without a row (a subject that is not a list) moves freely, both ways."""
+    lst = f"at://{BOB}/app.bsky.graph.list/3kaaaaaaaaaa2"
+    post_uri = f"at://{BOB}/app.bsky.feed.post/3kaaaaaaaaaa2"
+    kept, declined = f.list_opt_out(ALICE, lst), f.list_opt_out(CAROL, post_uri)
+    index(writer, [kept, declined])
+    before = snapshot(db)
+    reasons = dead_letters_of(writer, rds, names, [f.update(kept, subject=post_uri)])
+    assert reasons == [
+        "update leaves the record no row: upstream removes its row, cannot replace it and"
+        " refuses the update"
+    ]
+    after = snapshot(db)
+    assert after.pop("actor_sync") != before.pop("actor_sync")
+    assert after == before
+    index(writer, [f.update(declined, subject=lst)])
+    assert rows(db, "SELECT uri FROM reference_list_opt_out WHERE creator = %s", CAROL) == [
+        (f.event_uri(declined),)
+    ]
+
+
+@pytest.mark.parametrize("kind", sorted(KEYED))
+def test_update_of_a_duplicate_follows_upstream(db, db_url, writer, kind):
+    """Upstream's update looks for a row with the new key before removing the record's own: a
+    duplicate updated in place stays one (new cid); moved to a free key it gets its row."""
+    make, move = KEYED[kind]
+    first, second = make(ALICE, BOB), make(ALICE, BOB)
+    touched = f.update(second, createdAt="2025-10-30T11:00:00.000Z")
+    index(writer, [first, second, touched])
+    assert rows(db, 'SELECT uri, cid, "duplicateOf" FROM duplicate_record') == [
+        (f.event_uri(second), touched["cid"], f.event_uri(first))
+    ]
+    index(writer, [move(second, CAROL)])
+    assert duplicates(db) == []
+    assert len(rows(db, "SELECT 1 FROM record")) == 2
+    truncate_all(db_url)
+    assert_batch_equals_one_by_one(
+        db, db_url, writer, [first, second, touched, move(second, CAROL)]
+    )
+
+
+@pytest.mark.parametrize("kind", sorted(set(KEYED) - {"referencelistoptout"}))
+def test_update_of_a_promoted_duplicate_points_its_row_at_itself(db, db_url, writer, kind):
+    """A promoted duplicate keeps its duplicate_record row; updated with its key unchanged,
+    upstream's lookup finds the record's own row, so the row ends pointing at the record itself
+    (new cid and time). Moved to a free key, the row goes."""
+    make, move = KEYED[kind]
+    first, second = make(ALICE, BOB), make(ALICE, BOB)
+    later = "2025-10-30T12:05:00.000000+00:00"
+    touched = f.update(second, createdAt="2025-10-30T11:00:00.000Z")
+    touched["time"] = later
+    events = [first, second, f.delete(first), touched]
+    index(writer, events)
+    assert rows(db, 'SELECT uri, cid, "duplicateOf", "indexedAt" FROM duplicate_record') == [
+        (f.event_uri(second), touched["cid"], f.event_uri(second), "2025-10-30T12:05:00.000Z")
+    ]
+    index(writer, [move(second, CAROL)])
+    assert duplicates(db) == []
+    truncate_all(db_url)
+    assert_batch_equals_one_by_one(db, db_url, writer, [*events, move(second, CAROL)])

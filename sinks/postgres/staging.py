@@ -14,7 +14,12 @@ from functools import lru_cache
 from .collections import BY_NSID
 from .collections._sql import posts_seen_at
 
+# Run at the start of every batch's transaction. JIT off: the planner's guesses over the small
+# staging tables (recursive thread walks especially) cross jit_above_cost, and compiling then
+# takes far longer than running; set-based statements over a few hundred rows never gain from it.
+# SET LOCAL lasts for the batch's transaction only, so it also works through pgbouncer.
 TEMP_TABLES = """
+SET LOCAL jit = off;
 CREATE TEMP TABLE IF NOT EXISTS _ev (
   idx int, op text, uri text, did text, collection text, rkey text, cid text, json text,
   ts text, c text, sort_at text, replaces text,
@@ -57,6 +62,9 @@ EV_COLUMNS = (
 )
 COPY_EV = f"COPY _ev ({', '.join(EV_COLUMNS)}) FROM STDIN"
 
+# Staged events the revision guard dropped (ordering.py).
+DROP_STAGED = "DELETE FROM _ev WHERE idx = ANY(%s)"
+
 NEW_SEGMENT = (
     "DELETE FROM _ev; DELETE FROM _gone; DELETE FROM _new; DELETE FROM _notif; DELETE FROM _post;"
     " DELETE FROM _post_gone;"
@@ -64,10 +72,12 @@ NEW_SEGMENT = (
 
 # Fresh statistics for the staged rows: without them the planner guesses the temp table's size
 # and may hash-join it against a whole AppView table instead of probing its index per row.
+# An update's duplicate_record row is the business of its collection (_sql.update_duplicates):
+# only collections with duplicates have such rows.
 _DELETE_RECORDS = """
 ANALYZE _ev;
 DELETE FROM record r USING _ev e WHERE e.op = 'delete' AND r.uri = e.uri;
-DELETE FROM duplicate_record d USING _ev e WHERE e.op IN ('delete', 'update') AND d.uri = e.uri;
+DELETE FROM duplicate_record d USING _ev e WHERE e.op = 'delete' AND d.uri = e.uri;
 """
 
 _UPSERT_RECORDS = """
@@ -163,6 +173,22 @@ INSERT INTO actor_sync AS s (did, "commitCid", "repoRev")
 SELECT * FROM unnest(%s::text[], %s::text[], %s::text[])
 ON CONFLICT (did) DO UPDATE SET "commitCid" = excluded."commitCid", "repoRev" = excluded."repoRev"
 WHERE s."repoRev" IS NULL OR s."repoRev" <= excluded."repoRev"
+"""
+
+
+# Collections some of whose updates upstream refuses (a module's REFUSED_UPDATES).
+REFUSING = frozenset(nsid for nsid, m in BY_NSID.items() if hasattr(m, "REFUSED_UPDATES"))
+
+
+@lru_cache(maxsize=256)
+def refusal_script(collections: frozenset[str]) -> str:
+    """Takes the staged updates upstream refuses out of ``_ev``; returns their (idx, reason)."""
+    selects = "\nUNION ALL".join(BY_NSID[c].REFUSED_UPDATES for c in sorted(collections))
+    return f"""
+ANALYZE _ev;
+WITH refused (idx, reason) AS ({selects}
+)
+DELETE FROM _ev e USING refused r WHERE e.idx = r.idx RETURNING e.idx, r.reason
 """
 
 

@@ -1,10 +1,11 @@
 """Apply one batch of decoded events to the AppView tables in one transaction.
 
 Plain class, no bytewax: the sink adapter (sink.py) calls ``write`` and acks only after it returns.
-Per segment (segments.py): apply its account and identity events (actors.py), drop the record
-events not newer than their record's last (ordering.py), COPY the rest into ``_ev``, run the delete
-step of every collection present, promote duplicates of deleted rows, run the insert step; per
-batch: counters and ``actor_sync``. A handful of round trips per segment, none per row.
+Per segment (segments.py): apply its account and identity events (actors.py), COPY the record
+events into ``_ev``, take out the updates upstream refuses (dead-lettered once the batch commits)
+and the events not newer than their record's last (ordering.py), run the delete step of every
+collection present, promote duplicates of deleted rows, run the insert step; per batch: counters
+and ``actor_sync``. A handful of round trips per segment, none per row.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import orjson
 import psycopg
 
 from flows.datamodel import normalize_datetime_always
-from flows.events import COMMIT_OPS, RECORD_OPS, Event
+from flows.events import COMMIT_OPS, RECORD_OPS, UPDATE, Event
 from flows.lexicon import validate_record
 
 from . import actors, ordering, staging
@@ -68,7 +69,9 @@ class PostgresWriter:
         self.pool = pool
 
     def write(self, events: Sequence[Event]) -> WriteStats:
-        """Apply the good events of the batch; raises on failure, having changed nothing."""
+        """Apply the good events of the batch; raises on failure, having changed nothing. Once
+        committed, an update upstream refuses (it changed nothing) has its ``error`` set, for
+        the sink to dead-letter."""
         stats = WriteStats(events=len(events))
         records = [
             ev
@@ -83,6 +86,7 @@ class PostgresWriter:
         ]
         stats.records = sum(ev.type in RECORD_OPS for ev in records)
         sync = _last_commit_per_did(events)
+        refused: list[tuple[Event, str]] = []  # updates upstream refuses, with the reason
         ordering.ensure_table(self.pool)
         with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
             cur.execute(staging.TEMP_TABLES)
@@ -91,7 +95,7 @@ class PostgresWriter:
             for n, segment in enumerate(segments):
                 if n:
                     cur.execute(staging.NEW_SEGMENT)
-                stats.promoted += self._apply_segment(cur, segment, stats.tables)
+                stats.promoted += self._apply_segment(cur, segment, stats.tables, refused)
             cur.execute(staging.APPLY_AGGREGATES)
             if sync:
                 dids = sorted(sync)
@@ -100,20 +104,40 @@ class PostgresWriter:
                     (dids, [sync[d][0] for d in dids], [sync[d][1] for d in dids]),
                 )
                 stats.tables["actor_sync", "upsert"] += cur.rowcount
+        # Only now: a batch that failed and is written again must decide them again.
+        for ev, reason in refused:
+            ev.error = reason
         return stats
 
     def _apply_segment(
-        self, cur: psycopg.Cursor, segment: list[Event], tables: Counter[tuple[str, str]]
+        self,
+        cur: psycopg.Cursor,
+        segment: list[Event],
+        tables: Counter[tuple[str, str]],
+        refused: list[tuple[Event, str]],
     ) -> int:
         # Account and identity events first (segments.py keeps that equal to stream order).
         actors.apply(cur, [ev for ev in segment if ev.type in actors.EVENT_TYPES])
-        segment = ordering.fresh(cur, [ev for ev in segment if ev.type in RECORD_OPS])
+        staged = [ev for ev in segment if ev.type in RECORD_OPS]
+        if not staged:
+            return 0
+        with cur.copy(staging.COPY_EV) as copy:
+            for idx, ev in enumerate(staged):
+                copy.write_row(_ev_row(idx, ev))
+        # Refused before the revision guard claims them: a refused update changes nothing at
+        # all, and delivered again it is refused (and dead-lettered) again.
+        out: set[int] = set()
+        if any(ev.type == UPDATE and ev.collection in staging.REFUSING for ev in staged):
+            out = self._refuse(cur, staged, refused)
+        kept = [ev for idx, ev in enumerate(staged) if idx not in out]
+        fresh = {id(ev) for ev in ordering.fresh(cur, kept)}
+        stale = [idx for idx, ev in enumerate(staged) if idx not in out and id(ev) not in fresh]
+        if stale:
+            cur.execute(staging.DROP_STAGED, (stale,))
+        segment = [ev for ev in kept if id(ev) in fresh]
         if not segment:
             return 0
         collections = frozenset(ev.collection for ev in segment)
-        with cur.copy(staging.COPY_EV) as copy:
-            for idx, ev in enumerate(segment):
-                copy.write_row(_ev_row(idx, ev))
         cur.execute(staging.delete_script(collections))
         promoted: frozenset[str] = frozenset()
         count = 0
@@ -125,6 +149,20 @@ class PostgresWriter:
         for collection, op, n in cur.fetchall():
             tables[collection, op] += n
         return count
+
+    def _refuse(
+        self, cur: psycopg.Cursor, staged: list[Event], refused: list[tuple[Event, str]]
+    ) -> set[int]:
+        """Take the updates upstream refuses out of ``_ev`` into ``refused``; their positions."""
+        updated = frozenset(ev.collection for ev in staged if ev.type == UPDATE)
+        cur.execute(staging.refusal_script(updated & staging.REFUSING))
+        while cur.nextset():  # the refused rows are the script's last result
+            pass
+        out = set()
+        for idx, reason in cur.fetchall():
+            refused.append((staged[idx], reason))
+            out.add(idx)
+        return out
 
     def _promote(self, cur: psycopg.Cursor) -> tuple[int, frozenset[str]]:
         """Stage the oldest duplicate of each deleted row as op 'promote', as upstream does."""

@@ -7,15 +7,19 @@ A collection module defines:
   or None when records of this collection are never duplicates.
 - ``reads(event)``: URIs of other records this record's rows depend on (reply parents, gates...),
   so a batch is cut where one event would read what another in the same batch writes; rows it
-  cannot name by URI are named by the keys of ``_keys.written_by`` (a reply's threadgate check
+  cannot name by URI are named by the keys of ``_keys.removed_by`` (a reply's threadgate check
   reads follows and list items).
 - optionally ``DUPLICATES``: True when duplicates are recorded although ``PROMOTES`` is False
   (reference-list opt-outs), so a delete is still kept apart from a create that could collide.
 - optionally ``watches(event)``: URIs whose write *later* in the batch would change this record's
   rows (a repost's subject: deleting the post removes the repost's feed item), so the batch is cut
   there, but a write *earlier* in the batch does not matter.
+- optionally ``REFUSED_UPDATES`` (collections with duplicates): a SELECT (idx, reason) of the staged
+  updates upstream refuses whole (``_sql.refused_updates``); the writer takes them out of ``_ev``
+  before any step runs and dead-letters them.
 - ``DELETE_SQL``: removes the rows of ``_ev`` rows with op delete/update, and lists them in ``_gone``
-  (with whether their notifications go too) and their counter changes in ``_agg``.
+  (with whether their notifications go too) and their counter changes in ``_agg``; in collections
+  with duplicates it first settles an update's ``duplicate_record`` row (``_sql.update_duplicates``).
 - ``INSERT_SQL``: inserts rows for ``_ev`` rows with op create/update/promote, lists new rows in
   ``_new``, their notifications in ``_notif``, counter changes in ``_agg``, and records a conflicting
   row as a duplicate of the row it collides with.

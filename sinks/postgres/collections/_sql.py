@@ -18,10 +18,11 @@ def did_of(uri_sql: str) -> str:
 FIRST_INSERT = "(e.op = 'create' OR (e.op = 'update' AND NOT EXISTS (SELECT 1 FROM _gone g WHERE g.uri = e.uri)))"
 
 
-def delete_rows(nsid: str, table: str) -> str:
+def delete_rows(nsid: str, table: str, duplicates: str = "") -> str:
     """DELETE_SQL of a collection whose delete neither notifies nor counts: the rows go, listed
-    in ``_gone`` with their notifications kept."""
-    return f"""
+    in ``_gone`` with their notifications kept. ``duplicates``: as for insert_rows."""
+    head = update_duplicates(nsid, table, duplicates) if duplicates else ""
+    return f"""{head}
 WITH gone AS (
   DELETE FROM "{table}" t USING {rows_of(nsid, "'delete', 'update'")} AND t.uri = e.uri
   RETURNING t.uri, e.op, e.idx
@@ -77,11 +78,61 @@ ON CONFLICT DO NOTHING;
 """
 
 
+def update_duplicates(nsid: str, table: str, match: str) -> str:
+    """The first statements of a delete step: the duplicate_record row of an updated record, as
+    upstream's update leaves it. Upstream looks for a row with the new key *before* removing the
+    record's own row: when one exists (another record's, or the record's own when its key is
+    unchanged: a promoted duplicate keeps its row, docs/semantics.md) the duplicate_record row,
+    if any, is pointed at it with the new cid and time; otherwise it goes. A new collision is then
+    recorded by the insert step (record_duplicates), as upstream's insert does."""
+    updates = f"e.collection = '{nsid}' AND e.op = 'update' AND d.uri = e.uri"
+    return f"""
+UPDATE duplicate_record d SET cid = e.cid, "duplicateOf" = t.uri, "indexedAt" = e.ts
+FROM _ev e JOIN "{table}" t ON t.creator = e.did AND {match}
+WHERE {updates};
+DELETE FROM duplicate_record d USING _ev e WHERE {updates}
+  AND NOT EXISTS (SELECT 1 FROM "{table}" t WHERE t.creator = e.did AND {match});
+"""
+
+
+def refused_updates(nsid: str, table: str, match: str, insertable: str = "") -> str:
+    """A SELECT (idx, reason) of the collection's staged updates upstream refuses.
+
+    Upstream updates a record that has a row by removing the row and inserting the new one; when
+    the new one cannot go in (another row of the creator holds its key, or ``insertable``, SQL
+    over ``e``, is false) it throws "removed from index but could not be replaced" and the whole
+    event is rolled back. A segment holds no other event of the creator in the collection
+    (segments.py), so the table as it stands decides."""
+    refused = "t.uri IS NOT NULL"
+    # The kind of reason (observability/reasons.py) is what comes before the colon.
+    reason = (
+        "'update collides with another record: ' || t.uri"
+        " || ' of the same creator holds its key (upstream refuses such an update)'"
+    )
+    if insertable:
+        refused += f" OR NOT ({insertable})"
+        gets_none = (
+            "'update leaves the record no row: upstream removes its row, cannot replace it"
+            " and refuses the update'"
+        )
+        reason = f"CASE WHEN t.uri IS NULL THEN {gets_none} ELSE {reason} END"
+    return f"""
+SELECT e.idx, {reason}
+FROM _ev e
+JOIN "{table}" own ON own.uri = e.uri
+LEFT JOIN "{table}" t ON t.creator = e.did AND {match} AND t.uri <> e.uri
+WHERE e.collection = '{nsid}' AND e.op = 'update' AND ({refused})"""
+
+
+SUBJECT_REF_MATCH = "t.subject = e.record->'subject'->>'uri'"
+
+
 def subject_ref_collection(
     nsid: str, table: str, notif_reason: str, via_reason: str, agg_col: str
-) -> tuple[str, str]:
-    """DELETE_SQL and INSERT_SQL for a record whose subject is a strongRef (like, repost)."""
-    delete_sql = f"""
+) -> tuple[str, str, str]:
+    """DELETE_SQL, INSERT_SQL and REFUSED_UPDATES for a record whose subject is a strongRef (like,
+    repost)."""
+    delete_sql = f"""{update_duplicates(nsid, table, SUBJECT_REF_MATCH)}
 WITH gone AS (
   DELETE FROM "{table}" t USING _ev e
   WHERE e.collection = '{nsid}' AND e.op IN ('delete', 'update') AND t.uri = e.uri
@@ -120,8 +171,8 @@ WITH ins AS (
          e.idx, 1
   FROM ins i JOIN _ev e ON e.uri = i.uri
   WHERE {FIRST_INSERT} AND {did_of("i.subject")} <> i.creator{via}
-){record_duplicates(nsid, table, "t.subject = e.record->'subject'->>'uri'")}"""
-    return delete_sql, insert_sql
+){record_duplicates(nsid, table, SUBJECT_REF_MATCH)}"""
+    return delete_sql, insert_sql, refused_updates(nsid, table, SUBJECT_REF_MATCH)
 
 
 def posts_seen_at(idx: str, cond: str) -> str:
@@ -131,7 +182,8 @@ def posts_seen_at(idx: str, cond: str) -> str:
     cols = 'v.uri, v.cid, v.creator, v."replyRoot", v."replyParent", v."sortAt", v."indexedAt"'
     return f"""(
     SELECT {cols} FROM post v
-    WHERE {cond} AND NOT EXISTS (SELECT 1 FROM _post n WHERE n.uri = v.uri AND n.idx > {idx})
+    WHERE {cond}
+      AND NOT EXISTS (SELECT 1 FROM _post later WHERE later.uri = v.uri AND later.idx > {idx})
     UNION ALL
     SELECT {cols} FROM _post_gone v WHERE {cond} AND v.idx > {idx})"""
 

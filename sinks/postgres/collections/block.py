@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._sql import delete_rows, insert_rows
+from ._sql import delete_rows, insert_rows, refused_updates
 
 NSID = "app.bsky.graph.block"
 PROMOTES = True
@@ -18,11 +18,12 @@ def reads(event: Any) -> tuple[str, ...]:
     return ()
 
 
-DELETE_SQL = delete_rows(NSID, "actor_block")
+_MATCH = """t."subjectDid" = e.record->>'subject'"""
+
+DELETE_SQL = delete_rows(NSID, "actor_block", duplicates=_MATCH)
 
 INSERT_SQL = insert_rows(
-    NSID,
-    "actor_block",
-    {"subjectDid": "e.record->>'subject'"},
-    duplicates="""t."subjectDid" = e.record->>'subject'""",
+    NSID, "actor_block", {"subjectDid": "e.record->>'subject'"}, duplicates=_MATCH
 )
+
+REFUSED_UPDATES = refused_updates(NSID, "actor_block", _MATCH)

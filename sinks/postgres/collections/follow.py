@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._sql import FIRST_INSERT, record_duplicates, rows_of
+from ._sql import FIRST_INSERT, record_duplicates, refused_updates, rows_of, update_duplicates
 
 NSID = "app.bsky.graph.follow"
 PROMOTES = True
@@ -19,9 +19,9 @@ def reads(event: Any) -> tuple[str, ...]:
     return ()
 
 
-_DUPLICATES = record_duplicates(NSID, "follow", """t."subjectDid" = e.record->>'subject'""")
+_MATCH = """t."subjectDid" = e.record->>'subject'"""
 
-DELETE_SQL = f"""
+DELETE_SQL = f"""{update_duplicates(NSID, "follow", _MATCH)}
 WITH gone AS (
   DELETE FROM follow t USING {rows_of(NSID, "'delete', 'update'")} AND t.uri = e.uri
   RETURNING t.uri, t.creator, t."subjectDid", e.op, e.idx
@@ -53,4 +53,6 @@ WITH ins AS (
   SELECT i."subjectDid", i.uri, i.cid, i.creator, 'follow', NULL, i."sortAt", e.idx, 1
   FROM ins i JOIN _ev e ON e.uri = i.uri
   WHERE {FIRST_INSERT}
-){_DUPLICATES}"""
+){record_duplicates(NSID, "follow", _MATCH)}"""
+
+REFUSED_UPDATES = refused_updates(NSID, "follow", _MATCH)

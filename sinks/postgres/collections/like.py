@@ -19,6 +19,6 @@ def reads(event: Any) -> tuple[str, ...]:
     return ()
 
 
-DELETE_SQL, INSERT_SQL = subject_ref_collection(
+DELETE_SQL, INSERT_SQL, REFUSED_UPDATES = subject_ref_collection(
     NSID, "like", "like", "like-via-repost", "likeCount"
 )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._sql import delete_rows, insert_rows
+from ._sql import delete_rows, insert_rows, refused_updates
 
 NSID = "app.bsky.graph.listitem"
 PROMOTES = True
@@ -22,11 +22,16 @@ def reads(event: Any) -> tuple[str, ...]:
     return ()
 
 
-DELETE_SQL = delete_rows(NSID, "list_item")
+# Upstream matches on the list and subject only; the list is the creator's, so also on creator.
+_MATCH = """t."listUri" = e.record->>'list' AND t."subjectDid" = e.record->>'subject'"""
+
+DELETE_SQL = delete_rows(NSID, "list_item", duplicates=_MATCH)
 
 INSERT_SQL = insert_rows(
     NSID,
     "list_item",
     {"subjectDid": "e.record->>'subject'", "listUri": "e.record->>'list'"},
-    duplicates="""t."listUri" = e.record->>'list' AND t."subjectDid" = e.record->>'subject'""",
+    duplicates=_MATCH,
 )
+
+REFUSED_UPDATES = refused_updates(NSID, "list_item", _MATCH)

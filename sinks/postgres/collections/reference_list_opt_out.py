@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ._sql import delete_rows, insert_rows
+from ._sql import delete_rows, insert_rows, refused_updates
 
 NSID = "app.bsky.graph.referencelistoptout"
 PROMOTES = False
@@ -32,13 +32,18 @@ def reads(event: Any) -> tuple[str, ...]:
 
 
 _VALID = f"e.record->>'subject' ~ '{LIST_URI}'"
+_MATCH = f"""t."subjectUri" = e.record->>'subject' AND {_VALID}"""
 
-DELETE_SQL = delete_rows(NSID, "reference_list_opt_out")
+DELETE_SQL = delete_rows(NSID, "reference_list_opt_out", duplicates=_MATCH)
 
 INSERT_SQL = insert_rows(
     NSID,
     "reference_list_opt_out",
     {"subjectUri": "e.record->>'subject'"},
     where=f" AND {_VALID}",
-    duplicates=f"""t."subjectUri" = e.record->>'subject' AND {_VALID}""",
+    duplicates=_MATCH,
 )
+
+# An update of an opt-out that has a row to a subject that is not a list: upstream removes the
+# row, its insert declines the new one, and the update is refused.
+REFUSED_UPDATES = refused_updates(NSID, "reference_list_opt_out", _MATCH, insertable=_VALID)

@@ -25,7 +25,7 @@ def watches(event: Any) -> tuple[str, ...]:
     return (event.record["subject"]["uri"],) if event.record else ()
 
 
-_DELETE, _INSERT = subject_ref_collection(
+_DELETE, _INSERT, REFUSED_UPDATES = subject_ref_collection(
     NSID, "repost", "repost", "repost-via-repost", "repostCount"
 )
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._sql import FIRST_INSERT, record_duplicates, rows_of
+from ._sql import FIRST_INSERT, record_duplicates, refused_updates, rows_of, update_duplicates
 
 NSID = "app.bsky.graph.verification"
 PROMOTES = True
@@ -23,7 +23,9 @@ def reads(event: Any) -> tuple[str, ...]:
     return ()
 
 
-DELETE_SQL = f"""
+_MATCH = "t.subject = e.record->>'subject'"
+
+DELETE_SQL = f"""{update_duplicates(NSID, "verification", _MATCH)}
 WITH gone AS (
   DELETE FROM verification t USING {rows_of(NSID, "'delete', 'update'")} AND t.uri = e.uri
   RETURNING t.uri, t.cid, t.creator, t.subject, e.op, e.idx, e.ts
@@ -52,4 +54,6 @@ WITH ins AS (
   SELECT i.subject, i.uri, i.cid, i.creator, 'verified', NULL, i."sortedAt", e.idx, 1
   FROM ins i JOIN _ev e ON e.uri = i.uri
   WHERE {FIRST_INSERT}
-){record_duplicates(NSID, "verification", "t.subject = e.record->>'subject'")}"""
+){record_duplicates(NSID, "verification", _MATCH)}"""
+
+REFUSED_UPDATES = refused_updates(NSID, "verification", _MATCH)
