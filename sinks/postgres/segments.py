@@ -2,11 +2,11 @@
 
 Inside a segment every statement runs once for all its events, so the segment must not contain
 two events whose outcome depends on their order: the same record twice, an event that reads a
-record another one writes (a reply and its parent, a gate and its post, a reply and a follow its
-threadgate asks about: see collections/_keys.py), two records of one creator with the same
-duplicate key, or a delete beside a create in a collection with duplicates for the same creator
-(the delete may promote a duplicate the create would collide with). A post's thread walks are
-not cut for: they see the post table as it stood at the post (collections/_sql.py
+record another one writes (a reply and its parent, a gate and its post, a reply and the removal
+of a follow its threadgate asks about: collections/_keys.py), two records of one creator with
+the same duplicate key, or a delete beside a create in a collection with duplicates for the same
+creator (the delete may promote a duplicate the create would collide with). A post's thread
+walks are not cut for: they see the post table as it stood at the post (collections/_sql.py
 posts_seen_at). A live batch of unrelated events is one segment; a cut costs a few more
 statements, not a wrong row.
 
@@ -25,7 +25,7 @@ from flows.events import CREATE, DELETE, UPDATE, Event
 from .actors import EVENT_TYPES as ACTOR_EVENTS
 from .actors import deletes_actor
 from .collections import BY_NSID
-from .collections._keys import written_by
+from .collections._keys import removed_by
 
 
 class _Segment:
@@ -59,8 +59,10 @@ class _Segment:
         if inserts and ev.record is not None:
             dk = module.dedup_key(ev.record)
             key = (ev.collection, ev.did, dk) if dk is not None else None
-        # Besides its URI, an event writes keys for its collection (collections/_keys.py).
-        written = (uri, written_by(ev.collection or "", ev.did), written_by(ev.collection or ""))
+        # Besides its URI, a delete or update writes its collection's keys (collections/_keys.py).
+        written: tuple[str, ...] = (uri,)
+        if removes:
+            written += (removed_by(ev.collection or "", ev.did), removed_by(ev.collection or ""))
         if uri in self.writes or any(w in self.reads for w in written):
             return False
         if any(r in self.writes for r in reads):
@@ -69,9 +71,7 @@ class _Segment:
             return False
         # A delete may free (or promote into) a key a create of the same creator collides with.
         keyed = module.PROMOTES or getattr(module, "DUPLICATES", False)
-        if keyed and (
-            (inserts and owner in self.deleting) or (removes and owner in self.creating)
-        ):
+        if keyed and ((inserts and owner in self.deleting) or (removes and owner in self.creating)):
             return False
         self.events.append(ev)
         self.writes.update(written)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._keys import written_by
+from ._keys import removed_by
 from ._sql import did_of, posts_seen_at, rows_of
 
 NSID = "app.bsky.feed.post"
@@ -69,7 +69,7 @@ def reads(event: Any) -> tuple[str, ...]:
         owner = root.split("/")[2] if root.count("/") >= 2 else ""
         if owner != event.did:
             # The root's threadgate may ask whether one follows the other, or for any list.
-            out += [written_by(FOLLOW, event.did), written_by(FOLLOW, owner), written_by(LISTITEM)]
+            out += [removed_by(FOLLOW, event.did), removed_by(FOLLOW, owner), removed_by(LISTITEM)]
     quoted = _quoted(record)
     if quoted:
         out.append(quoted)
@@ -90,6 +90,22 @@ def _js_truthy(j: str) -> str:
         f"WHEN 'string' THEN {j} <> '\"\"' WHEN 'number' THEN {j} <> '0' "
         f"WHEN 'boolean' THEN {j} = 'true' ELSE false END"
     )
+
+
+def _created_before(idx: str, nsid: str, *conds: str) -> str:
+    """Whether a record of nsid matching conds (over alias e2) is created earlier in the
+    segment. The follow and list item steps insert after the post step, and a delete or update
+    of either is cut from a reply (reads()), so a reply's gate check sees their table plus this."""
+    where = " AND ".join(conds)
+    return f"""EXISTS (SELECT 1 FROM _ev e2 WHERE e2.collection = '{nsid}'
+                AND e2.op IN ('create', 'update') AND e2.idx < {idx} AND {where})"""
+
+
+def _follows(creator: str, subject: str) -> str:
+    """Whether creator follows subject, as the reply at s.idx sees it."""
+    return f"""(EXISTS (SELECT 1 FROM follow fo
+                     WHERE fo.creator = {creator} AND fo."subjectDid" = {subject})
+          OR {_created_before("s.idx", FOLLOW, f"e2.did = {creator}", f"e2.record->>'subject' = {subject}")})"""
 
 
 def _elements(j: str) -> str:
@@ -130,13 +146,16 @@ SELECT uri, '{NSID}', op, idx, true FROM gone;
 DELETE FROM feed_item f USING {_CHANGED} AND f."postUri" = e.uri;
 UPDATE op_thread_reply o SET "deletedAt" = e.ts
 FROM {_CHANGED} AND o.uri = e.uri AND o."deletedAt" IS NULL;
--- Quotes *of* this post go without a recount (upstream); this post's own quote is recounted.
-DELETE FROM quote q USING {_CHANGED} AND q.subject = e.uri;
+-- This post's own quote is recounted, unless the quoted post went earlier in the segment and
+-- took it along; quotes *of* this post go without a recount (upstream).
 WITH own AS (
   DELETE FROM quote q USING {_CHANGED} AND q.uri = e.uri
-  RETURNING q.subject
+  RETURNING q.subject, e.idx
 )
-INSERT INTO _agg (tbl, col, key, delta) SELECT 'post_agg', 'quoteCount', subject, -1 FROM own;
+INSERT INTO _agg (tbl, col, key, delta)
+SELECT 'post_agg', 'quoteCount', o.subject, -1 FROM own o
+WHERE NOT EXISTS (SELECT 1 FROM {_CHANGED} AND e.uri = o.subject AND e.idx < o.idx);
+DELETE FROM quote q USING {_CHANGED} AND q.subject = e.uri;
 DELETE FROM post_embed_image t USING {_CHANGED} AND t."postUri" = e.uri;
 DELETE FROM post_embed_external t USING {_CHANGED} AND t."postUri" = e.uri;
 DELETE FROM post_embed_record t USING {_CHANGED} AND t."postUri" = e.uri;
@@ -170,15 +189,14 @@ WITH src AS (
                            {_elements("f->'features'")} ft
                       WHERE ft->>'$type' = 'app.bsky.richtext.facet#mention'
                         AND ft->>'did' = s.did))
-                OR (rule->>'$type' = '{_RULE}followerRule' AND EXISTS (
-                      SELECT 1 FROM follow fo
-                      WHERE fo.creator = s.did AND fo."subjectDid" = {did_of("s.root_uri")}))
-                OR (rule->>'$type' = '{_RULE}followingRule' AND EXISTS (
-                      SELECT 1 FROM follow fo
-                      WHERE fo.creator = {did_of("s.root_uri")} AND fo."subjectDid" = s.did))
-                OR (rule->>'$type' = '{_RULE}listRule' AND EXISTS (
-                      SELECT 1 FROM list_item li
-                      WHERE li."listUri" = rule->>'list' AND li."subjectDid" = s.did)))
+                OR (rule->>'$type' = '{_RULE}followerRule'
+                    AND {_follows("s.did", did_of("s.root_uri"))})
+                OR (rule->>'$type' = '{_RULE}followingRule'
+                    AND {_follows(did_of("s.root_uri"), "s.did")})
+                OR (rule->>'$type' = '{_RULE}listRule' AND (
+                      EXISTS (SELECT 1 FROM list_item li
+                              WHERE li."listUri" = rule->>'list' AND li."subjectDid" = s.did)
+                      OR {_created_before("s.idx", LISTITEM, "e2.record->>'list' = rule->>'list'", "e2.record->>'subject' = s.did")})))
       END
     END AS violates_gate,
     -- Only quotes of posts are checked against the quoted post's postgate.
