@@ -360,7 +360,7 @@ def test_connections_never_exceed_the_pool_size_across_workers(db, rds, names, r
 
     close_all()  # this test process's own pools would be counted too
     dbname = db.info.dbname
-    # Backends of earlier tests' indexers may still be closing: count only those opened after launch.
+    # Earlier tests' indexers may still be closing: count only backends opened after launch.
     (started,) = db.execute("SELECT clock_timestamp()").fetchone()
     seen: list[int] = []
     proc = subprocess.Popen(
