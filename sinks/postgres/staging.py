@@ -95,7 +95,8 @@ ON CONFLICT (uri) DO UPDATE SET cid = excluded.cid, json = excluded.json,
 # record is deleted later in the segment would have gone with it (a post notifies on behalf of
 # its descendants).
 _NOTIFICATIONS = f"""
-DELETE FROM notification n USING _gone g WHERE g.drop_notifs AND n."recordUri" = g.uri;
+-- = ANY(array): _gone is not analysed, and a join made the planner scan all of notification.
+DELETE FROM notification n WHERE n."recordUri" = ANY(ARRAY(SELECT uri FROM _gone WHERE drop_notifs));
 INSERT INTO notification (did, "recordUri", "recordCid", author, reason, "reasonSubject", "sortAt")
 SELECT n.did, n.record_uri, n.record_cid, n.author, n.reason, n.reason_subject, n.sort_at
 FROM _notif n
