@@ -37,7 +37,7 @@ class Settings:
     batch_size: int = 500
     batch_max_wait: float = 0.2
     concurrency: int = 100
-    shards: int = 8
+    shards: int = 1
     db_pool_max_size: int = 20
     db_pool_min_idle: int = 5
     metrics_port: int = 9090  # 0: no /metrics endpoint

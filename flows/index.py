@@ -103,7 +103,11 @@ def _index_path(
     batches = op.stateful(
         f"batch{suffix}",
         keyed,
-        lambda _resume: MaxAgeBatcher(settings.batch_size, settings.batch_max_wait),
+        # A batch can never grow past what a worker may hold in flight: close it there, not
+        # only at its maximum age.
+        lambda _resume: MaxAgeBatcher(
+            min(settings.batch_size, settings.concurrency), settings.batch_max_wait
+        ),
     )
     op.output(f"commit{suffix}", batches, sink)
 
