@@ -108,12 +108,9 @@ def _cross_check(collection: str, did: str, rkey: str, record: dict[str, Any]) -
     return None
 
 
-def _decode(ev: Event, fields: Any) -> None:
-    raw = _event_field(fields)
-    if raw is None:
-        ev.payload = _fields_payload(fields)
-        ev.error = "missing field 'event'"
-        return
+def json_object(ev: Event, fields: Any, raw: Any, name: str) -> dict[str, Any] | None:
+    """The JSON object in an entry's field ``name`` (its raw value given), or None with
+    ``ev.error`` set. ``ev.payload`` keeps the original bytes for the dead-letter stream."""
     if isinstance(raw, str):
         payload = raw.encode("utf-8", "surrogatepass")
     elif isinstance(raw, bytes):
@@ -122,17 +119,30 @@ def _decode(ev: Event, fields: Any) -> None:
         payload = bytes(raw)
     else:
         ev.payload = _fields_payload(fields)
-        ev.error = f"field 'event' is {type(raw).__name__}, not bytes"
-        return
-    ev.payload = payload  # dropped again below once the event proves good
+        ev.error = f"field '{name}' is {type(raw).__name__}, not bytes"
+        return None
+    ev.payload = payload  # dropped again once the event proves good
     try:
         msg = orjson.loads(payload)
     except orjson.JSONDecodeError as e:
         ev.error = _json_error(payload, e)
-        return
+        return None
     if type(msg) is not dict:
-        ev.error = f"event JSON is not an object but {type(msg).__name__}"
+        ev.error = f"{name} JSON is not an object but {type(msg).__name__}"
+        return None
+    return msg
+
+
+def _decode(ev: Event, fields: Any) -> None:
+    raw = _event_field(fields)
+    if raw is None:
+        ev.payload = _fields_payload(fields)
+        ev.error = "missing field 'event'"
         return
+    msg = json_object(ev, fields, raw, "event")
+    if msg is None:
+        return
+    payload: bytes = ev.payload
 
     # -- common envelope ---------------------------------------------------------------------
     t = msg.get("type")

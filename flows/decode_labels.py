@@ -20,10 +20,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from flows import datamodel as dm
-from flows.decode import _as_str, _fields_payload, _json_error, _show
+from flows.decode import _as_str, _fields_payload, _show, json_object
 from flows.events import LABEL, Event, Label
 
 MAX_VAL_BYTES = 128  # com.atproto.label.defs#label.val maxLength
@@ -95,22 +93,8 @@ def _decode(ev: Event, fields: Any) -> None:
         ev.payload = _fields_payload(fields)
         ev.error = "missing field 'labels' or 'event'"
         return
-    if isinstance(raw, str):
-        payload = raw.encode("utf-8", "surrogatepass")
-    elif isinstance(raw, bytes | bytearray | memoryview):
-        payload = bytes(raw)
-    else:
-        ev.payload = _fields_payload(fields)
-        ev.error = f"field '{shape}' is {type(raw).__name__}, not bytes"
-        return
-    ev.payload = payload  # dropped again below once the entry proves good
-    try:
-        msg = orjson.loads(payload)
-    except orjson.JSONDecodeError as e:
-        ev.error = _json_error(payload, e)
-        return
-    if type(msg) is not dict:
-        ev.error = f"{shape} JSON is not an object but {type(msg).__name__}"
+    msg = json_object(ev, fields, raw, shape)
+    if msg is None:
         return
     if shape == "event":
         t = msg.get("type")
