@@ -13,7 +13,7 @@
 set shell := ["bash", "-euo", "pipefail", "-c"]
 set positional-arguments
 
-lint_paths := "flows connectors sinks config observability cli.py tests"
+lint_paths := "flows connectors sinks config observability resolution cli.py tests"
 
 # list the recipes
 default:
