@@ -30,6 +30,7 @@ from bytewax.inputs import DynamicSource, StatelessSourcePartition
 from config.settings import Settings
 from flows.events import Event
 from observability import metrics, tracing
+from observability.batches import dead_lettered
 
 log = logging.getLogger(__name__)
 
@@ -280,8 +281,8 @@ class StreamReader:
 
 
 #: Called with the events of every dead-letter write, once it has succeeded (``ev.error`` is the
-#: reason): the place for a metrics module to count dead letters by reason.
-DEAD_LETTER_LISTENERS: list[Callable[[list[Event]], None]] = []
+#: reason), by the sink's acker as by the reader's delivery limit: counted once, here.
+DEAD_LETTER_LISTENERS: list[Callable[[list[Event]], None]] = [dead_lettered]
 
 
 class StreamAcker:

@@ -1,4 +1,6 @@
-"""One committed batch as the sink saw it, reported once acked: metrics, trace, dead-letter log."""
+"""One committed batch as the sink saw it, reported once acked: metrics and trace; and every dead
+letter, wherever it was written (the sink's after a commit, the reader's over the delivery limit):
+metrics, the dead-letter log and the totals."""
 
 from __future__ import annotations
 
@@ -66,17 +68,22 @@ class BatchReport:
         metrics.batch_finished(
             events,
             self.rows,
-            reasons,
             write_seconds=(times.write_end - times.write_start) / 1e9,
             latency_seconds=(now - oldest) / 1e9,
             now_ms=now // 1_000_000,
         )
-        if reasons:
-            DEAD_LETTERS.add(reasons)
         tracing.record_batch(
             events, times, group, self.rows, len(reasons), self.write_retries, self.ack_retries
         )
         with _totals_lock:
             _totals["batches"] += 1
             _totals["events"] += len(events)
-            _totals["dead_letters"] += len(reasons)
+
+
+def dead_lettered(events: Sequence[Event]) -> None:
+    """Count entries just written to the dead-letter stream (``ev.error`` is the reason)."""
+    reasons = [ev.error for ev in events if ev.error is not None]
+    metrics.dead_lettered(reasons)
+    DEAD_LETTERS.add(reasons)
+    with _totals_lock:
+        _totals["dead_letters"] += len(reasons)

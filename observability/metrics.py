@@ -88,7 +88,6 @@ _KNOWN_COLLECTIONS = frozenset(LEXICONS)
 def batch_finished(
     events: Sequence[Event],
     rows: Mapping[tuple[str, str], int],
-    reasons: Sequence[str],
     write_seconds: float,
     latency_seconds: float,
     now_ms: int,
@@ -104,8 +103,6 @@ def batch_finished(
     for (table, op), n in rows.items():
         if n:
             ROWS.labels(table, op).inc(n)
-    for kind, n in Tally(reason_kind(r) for r in reasons).items():
-        DEAD_LETTERS.labels(kind).inc(n)
     BATCH_SIZE.observe(len(events))
     BATCH_WRITE.observe(write_seconds)
     BATCH_LATENCY.observe(latency_seconds)
@@ -113,6 +110,11 @@ def batch_finished(
         ms = _id_ms(entry_id)
         if ms is not None:
             ACKED_AGE.labels(stream).set(max(now_ms - ms, 0) / 1000)
+
+
+def dead_lettered(reasons: Sequence[str]) -> None:
+    for kind, n in Tally(reason_kind(r) for r in reasons).items():
+        DEAD_LETTERS.labels(kind).inc(n)
 
 
 def retried(target: str, step: str) -> None:

@@ -20,6 +20,7 @@ import redis
 from bytewax.testing import run_main
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 
 from config.settings import ConfigError, Settings
 from connectors.redis_streams import DEAD_LETTER_LISTENERS, StreamAcker, StreamReader
@@ -145,6 +146,8 @@ def test_an_entry_delivered_too_often_is_dead_lettered_and_acked(
         reader.ensure_groups()
         assert [e[1] for e in reader.read(10)] == [poison_id]
     load_events(rds, names.live, [p])
+    counted = "indexer_dead_letters_total", {"reason": "delivered"}
+    before = REGISTRY.get_sample_value(*counted) or 0
 
     run_main(build_flow(settings_for(names, redis_url, db_url, max_deliveries=3, claim_idle_ms=1)))
 
@@ -156,6 +159,7 @@ def test_an_entry_delivered_too_often_is_dead_lettered_and_acked(
     assert dead[b"deliveries"] == b"4"
     assert b"delivered 4 times" in dead[b"reason"] and b"INDEXER_MAX_DELIVERIES" in dead[b"reason"]
     assert pending(rds, names.live, names.group) == 0
+    assert REGISTRY.get_sample_value(*counted) == before + 1  # the metric counts it too
 
 
 @pytest.mark.parametrize(
