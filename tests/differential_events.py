@@ -21,25 +21,29 @@ import hashlib
 import random
 from typing import Any
 
-from connectors.synthetic import START_US, cid_for, tid
+from connectors.synthetic import (
+    BLOCK,
+    FOLLOW,
+    LIKE,
+    LIST,
+    LISTBLOCK,
+    LISTITEM,
+    POST,
+    POSTGATE,
+    PROFILE,
+    REPOST,
+    START_US,
+    STARTERPACK,
+    THREADGATE,
+    cid_for,
+    tid,
+)
 
-POST = "app.bsky.feed.post"
-LIKE = "app.bsky.feed.like"
-REPOST = "app.bsky.feed.repost"
-FOLLOW = "app.bsky.graph.follow"
-BLOCK = "app.bsky.graph.block"
-PROFILE = "app.bsky.actor.profile"
-LIST = "app.bsky.graph.list"
-LISTITEM = "app.bsky.graph.listitem"
-LISTBLOCK = "app.bsky.graph.listblock"
 OPTOUT = "app.bsky.graph.referencelistoptout"
 FEEDGEN = "app.bsky.feed.generator"
-STARTERPACK = "app.bsky.graph.starterpack"
 LABELER = "app.bsky.labeler.service"
 VERIFICATION = "app.bsky.graph.verification"
 STATUS = "app.bsky.actor.status"
-THREADGATE = "app.bsky.feed.threadgate"
-POSTGATE = "app.bsky.feed.postgate"
 CHAT_DECLARATION = "chat.bsky.actor.declaration"
 NOTIF_DECLARATION = "app.bsky.notification.declaration"
 GERM_DECLARATION = "com.germnetwork.declaration"

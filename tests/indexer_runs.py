@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -17,7 +18,8 @@ from sinks.postgres.schema import truncate_all
 from sinks.postgres.writer import PostgresWriter
 
 from .indexing import decode, snapshot
-from .test_flow import ROOT
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class IndexerProcess:
@@ -49,11 +51,16 @@ class IndexerProcess:
         return self.log.read()
 
 
-def run_indexer(env: dict[str, str], workers: int = 1, timeout: float = 120) -> str:
-    """Run until it stops by itself (INDEXER_STOP_WHEN_IDLE); its log. Fails on a non-zero exit."""
+def exit_of(env: dict[str, str], workers: int = 1, timeout: float = 120) -> tuple[int, str]:
+    """Run until it stops by itself (INDEXER_STOP_WHEN_IDLE, or a bad setting): exit code, log."""
     proc = IndexerProcess(env, workers)
     code = proc.wait(timeout)
-    out = proc.output()
+    return code, proc.output()
+
+
+def run_indexer(env: dict[str, str], workers: int = 1, timeout: float = 120) -> str:
+    """Run until it stops by itself (INDEXER_STOP_WHEN_IDLE); its log. Fails on a non-zero exit."""
+    code, out = exit_of(env, workers, timeout)
     assert code == 0, out[-3000:]
     return out
 

@@ -9,7 +9,6 @@ import tempfile
 import threading
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import orjson
 import psycopg
@@ -25,9 +24,9 @@ from sinks.postgres.sink import BatchCommitter
 from sinks.postgres.writer import PostgresWriter
 
 from . import factory as f
+from .indexer_runs import ROOT, exit_of
 from .indexing import rows
 
-ROOT = Path(__file__).resolve().parents[1]
 ALICE, BOB, CAROL = f.did("alice"), f.did("bob"), f.did("carol")
 
 
@@ -227,18 +226,10 @@ def test_run_with_two_workers_stops_when_idle(command, db, rds, names, redis_url
     ("variable", "value"), [("INDEXER_BATCH_SIZE", "lots"), ("INDEXER_MODE", "labels")]
 )
 def test_bad_configuration_is_a_clear_error_at_start(variable, value):
-    env = dict(os.environ, **{variable: value})
-    proc = subprocess.run(
-        [sys.executable, "-m", "bytewax.run", "flows.index"],
-        cwd=ROOT,
-        env=env,
-        timeout=60,
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 2
-    assert f"configuration error: {variable}" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    code, out = exit_of(dict(os.environ, **{variable: value}), timeout=60)
+    assert code == 2
+    assert f"configuration error: {variable}" in out
+    assert "Traceback" not in out
 
 
 @pytest.mark.parametrize("value", ["0", "-3", "abc"])

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import subprocess
-import sys
 from dataclasses import replace
 
 import orjson
@@ -24,8 +22,9 @@ from sinks.postgres.pool import shared_pool
 from sinks.postgres.sink import BatchCommitter
 
 from . import factory as f
+from .indexer_runs import run_indexer
 from .indexing import rows, snapshot
-from .test_flow import ROOT, indexer_env, pending, settings_for
+from .test_flow import indexer_env, pending, settings_for
 
 LABELER = f.did("labeler")
 OTHER_LABELER = f.did("other-labeler")
@@ -368,15 +367,7 @@ def test_label_mode_through_the_entry_point(db, rds, names, redis_url, db_url):
         INDEXER_STOP_WHEN_IDLE="0.5",
         INDEXER_BATCH_SIZE="16",
     )
-    proc = subprocess.run(
-        [sys.executable, "-m", "bytewax.run", "flows.index", "-w", "2"],
-        cwd=ROOT,
-        env=env,
-        timeout=120,
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    run_indexer(env, workers=2)
     assert rows(db, "SELECT neg, count(*) FROM label GROUP BY neg ORDER BY neg") == [
         (False, 40),
         (True, 40),

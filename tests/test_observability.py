@@ -43,6 +43,7 @@ from observability.metrics import StreamSampler
 from observability.reasons import reason_kind
 
 from . import factory as f
+from .indexer_runs import exit_of, run_indexer
 from .test_flow import ROOT, indexer_env, settings_for
 
 ALICE, BOB, CAROL = f.did("alice"), f.did("bob"), f.did("carol")
@@ -202,15 +203,7 @@ def test_indexer_process_exports_its_spans_over_otlp_http(db, rds, names, redis_
             OTEL_BSP_SCHEDULE_DELAY="100",
         )
         env.pop("OTEL_TRACES_EXPORTER", None)
-        proc = subprocess.run(
-            [sys.executable, "-m", "bytewax.run", "flows.index"],
-            cwd=ROOT,
-            env=env,
-            timeout=120,
-            capture_output=True,
-            text=True,
-        )
-        assert proc.returncode == 0, proc.stderr[-2000:]
+        run_indexer(env)
     finally:
         receiver.shutdown()
         receiver.server_close()
@@ -396,16 +389,9 @@ def test_log_format_is_validated():
 def test_bad_observability_settings_stop_the_start_with_a_clear_error(names):
     env = indexer_env(names, "redis://127.0.0.1:1", "postgresql://127.0.0.1:1/x")
     env.update(OTEL_TRACES_EXPORTER="zipkin", INDEXER_LOG_FORMAT="json")
-    proc = subprocess.run(
-        [sys.executable, "-m", "bytewax.run", "flows.index"],
-        cwd=ROOT,
-        env=env,
-        timeout=60,
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 2
-    (line,) = [json.loads(x) for x in proc.stderr.splitlines() if x.strip()]
+    code, out = exit_of(env, timeout=60)
+    assert code == 2
+    (line,) = [json.loads(x) for x in out.splitlines() if x.strip()]
     assert line["level"] == "error" and "OTEL_TRACES_EXPORTER" in line["message"]
 
 
