@@ -9,9 +9,12 @@ server connection and emptied on commit, which also works through pgbouncer in t
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 
-from .collections import BY_NSID
+from flows.events import Event
+
+from .collections import BY_NSID, post
 from .collections._sql import posts_seen_at
 
 # Run at the start of every batch's transaction. JIT off: the planner's guesses over the small
@@ -71,19 +74,22 @@ NEW_SEGMENT = (
 )
 
 # Fresh statistics for the staged rows: without them the planner guesses the temp table's size
-# and may hash-join it against a whole AppView table instead of probing its index per row.
+# and may hash-join it against a whole AppView table instead of probing its index per row. Only
+# the columns statements filter or join on: sampling the JSON took 6 times as long.
+_ANALYZE_EV = "ANALYZE _ev (idx, op, uri, did, collection, rkey);\n"
 # An update's duplicate_record row is the business of its collection (_sql.update_duplicates):
 # only collections with duplicates have such rows.
 _DELETE_RECORDS = """
-ANALYZE _ev;
 DELETE FROM record r USING _ev e WHERE e.op = 'delete' AND r.uri = e.uri;
 DELETE FROM duplicate_record d USING _ev e WHERE e.op = 'delete' AND d.uri = e.uri;
 """
 
-_UPSERT_RECORDS = """
+_INSERT_RECORDS = """
 INSERT INTO record (uri, cid, did, json, "indexedAt")
 SELECT uri, cid, did, json, ts FROM _ev WHERE op = 'create' ORDER BY idx
 ON CONFLICT DO NOTHING;
+"""
+_UPDATE_RECORDS = """
 INSERT INTO record (uri, cid, did, json, "indexedAt")
 SELECT uri, cid, did, json, ts FROM _ev WHERE op = 'update' ORDER BY idx
 ON CONFLICT (uri) DO UPDATE SET cid = excluded.cid, json = excluded.json,
@@ -94,9 +100,11 @@ ON CONFLICT (uri) DO UPDATE SET cid = excluded.cid, json = excluded.json,
 # the recipient muted; a subject that is not an indexed post mutes nothing (upstream). One whose
 # record is deleted later in the segment would have gone with it (a post notifies on behalf of
 # its descendants).
-_NOTIFICATIONS = f"""
+_DROP_NOTIFICATIONS = """
 -- = ANY(array): _gone is not analysed, and a join made the planner scan all of notification.
 DELETE FROM notification n WHERE n."recordUri" = ANY(ARRAY(SELECT uri FROM _gone WHERE drop_notifs));
+"""
+_NOTIFICATIONS = f"""
 INSERT INTO notification (did, "recordUri", "recordCid", author, reason, "reasonSubject", "sortAt")
 SELECT n.did, n.record_uri, n.record_cid, n.author, n.reason, n.reason_subject, n.sort_at
 FROM _notif n
@@ -193,13 +201,57 @@ DELETE FROM _ev e USING refused r WHERE e.idx = r.idx RETURNING e.idx, r.reason
 """
 
 
-@lru_cache(maxsize=256)
-def delete_script(collections: frozenset[str]) -> str:
-    parts = [_DELETE_RECORDS] + [BY_NSID[c].DELETE_SQL for c in sorted(collections)]
-    return "\n".join(parts)
+def features(events: Iterable[Event]) -> frozenset[tuple[str, str]]:
+    """(collection, feature) of the events' records, for the modules that have ``features``."""
+    out: set[tuple[str, str]] = set()
+    for ev in events:
+        of = getattr(BY_NSID[ev.collection or ""], "features", None)
+        if of is not None:
+            out.update((ev.collection or "", f) for f in of(ev))
+    return frozenset(out)
 
 
-@lru_cache(maxsize=256)
-def insert_script(collections: frozenset[str]) -> str:
-    parts = [_UPSERT_RECORDS] + [BY_NSID[c].INSERT_SQL for c in sorted(collections)]
+# The scripts hold only the statements that can touch a row of the segment: each statement is
+# parsed and planned on every run (no prepared statements, for pgbouncer), so one that would
+# find no row still costs about as much as one that writes hundreds.
+@lru_cache(maxsize=1024)
+def delete_script(changed: frozenset[str], deletes: bool) -> str:
+    """The delete step of the collections with a delete or update in the segment (``changed``);
+    ``deletes``: whether any record is deleted (not only updated)."""
+    parts = [_ANALYZE_EV] + ([_DELETE_RECORDS] if deletes else [])
+    return "\n".join(parts + [BY_NSID[c].DELETE_SQL for c in sorted(changed)])
+
+
+def insert_script(
+    inserted: frozenset[str],
+    features: frozenset[tuple[str, str]],
+    updates: bool,
+    removed: bool,
+    waves: Sequence[Sequence[int]] = (),
+) -> str:
+    """The insert step of the collections with a create, update or promotion in the segment;
+    ``features``: the (collection, feature) pairs its records have (a module's ``features``),
+    ``updates``: whether a record is updated, ``removed``: whether any row was deleted or
+    replaced (its notifications may go), ``waves``: post.waves() of its posts."""
+    script = _insert_script(inserted, features, updates, removed)
+    if len(waves) > 1:
+        posts = "".join(post.insert_posts(wave) for wave in waves)
+        script = script.replace(post.INSERT_POSTS, posts, 1)
+    return script
+
+
+@lru_cache(maxsize=1024)
+def _insert_script(
+    inserted: frozenset[str], features: frozenset[tuple[str, str]], updates: bool, removed: bool
+) -> str:
+    parts = [_INSERT_RECORDS] + ([_UPDATE_RECORDS] if updates else [])
+    for c in sorted(inserted):
+        module = BY_NSID[c]
+        optional = getattr(module, "INSERT_PARTS", None)
+        if optional is None:
+            parts.append(module.INSERT_SQL)
+        else:
+            parts += [sql for f, sql in optional if f is None or (c, f) in features]
+    if removed:
+        parts.append(_DROP_NOTIFICATIONS)
     return "\n".join(parts + [_NOTIFICATIONS])

@@ -18,11 +18,11 @@ import orjson
 import psycopg
 
 from flows.datamodel import normalize_datetime_always
-from flows.events import COMMIT_OPS, RECORD_OPS, UPDATE, Event
+from flows.events import COMMIT_OPS, CREATE, DELETE, RECORD_OPS, UPDATE, Event
 from flows.lexicon import validate_record
 
 from . import actors, ordering, staging
-from .collections import BY_NSID
+from .collections import BY_NSID, post
 from .segments import split
 
 PROMOTING = [nsid for nsid, m in BY_NSID.items() if m.PROMOTES]
@@ -137,13 +137,22 @@ class PostgresWriter:
         segment = [ev for ev in kept if id(ev) in fresh]
         if not segment:
             return 0
-        collections = frozenset(ev.collection for ev in segment)
-        cur.execute(staging.delete_script(collections))
+        changed = frozenset(ev.collection or "" for ev in segment if ev.type != CREATE)
+        cur.execute(staging.delete_script(changed, any(ev.type == DELETE for ev in segment)))
         promoted: frozenset[str] = frozenset()
         count = 0
-        if any(ev.type == "delete" and ev.collection in PROMOTING for ev in segment):
+        if any(ev.type == DELETE and ev.collection in PROMOTING for ev in segment):
             count, promoted = self._promote(cur)
-        cur.execute(staging.insert_script(collections | promoted) + staging.ROW_COUNTS)
+        written = [ev for ev in segment if ev.type != DELETE]
+        position = {id(ev): idx for idx, ev in enumerate(staged)}
+        script = staging.insert_script(
+            frozenset(ev.collection or "" for ev in written) | promoted,
+            staging.features(written),
+            any(ev.type == UPDATE for ev in written),
+            bool(changed),
+            post.waves([(position[id(ev)], ev) for ev in written if ev.collection == post.NSID]),
+        )
+        cur.execute(script + staging.ROW_COUNTS)
         while cur.nextset():  # the counts are the script's last result
             pass
         for collection, op, n in cur.fetchall():

@@ -11,6 +11,12 @@ A collection module defines:
   reads follows and list items).
 - optionally ``DUPLICATES``: True when duplicates are recorded although ``PROMOTES`` is False
   (reference-list opt-outs), so a delete is still kept apart from a create that could collide.
+- optionally ``follows(event)``: those of ``reads()`` that may be created or updated earlier in
+  the same segment by a record of this collection (a reply and its parent post), because the
+  insert step reads them in order (post.py's insert waves); a delete of them still cuts.
+- optionally ``features(event)`` and ``INSERT_PARTS``: the insert step as (feature, SQL) parts; a
+  part whose feature no record of the segment has is left out of the script (each statement is
+  parsed and planned on every run, rows or none).
 - optionally ``watches(event)``: URIs whose write *later* in the batch would change this record's
   rows (a repost's subject: deleting the post removes the repost's feed item), so the batch is cut
   there, but a write *earlier* in the batch does not matter.

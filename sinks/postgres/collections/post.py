@@ -12,6 +12,7 @@ the ``post`` table as it stood at the post's place in its segment (``posts_seen_
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from ._keys import removed_by
@@ -76,6 +77,35 @@ def reads(event: Any) -> tuple[str, ...]:
         if gate_uri(quoted, POSTGATE) != quoted:
             out.append(gate_uri(quoted, POSTGATE))
     return tuple(u for u in out if u)
+
+
+def follows(event: Any) -> tuple[str, ...]:
+    # The reply may be in the segment of its parent, root or quoted post created or updated
+    # before it: the parent's post row is read once its wave is in (waves()), the others'
+    # record rows are in before any insert step.
+    record = event.record or {}
+    reply = record.get("reply")
+    out = [_quoted(record)]
+    if isinstance(reply, dict):
+        out += [(reply.get("root") or {}).get("uri"), (reply.get("parent") or {}).get("uri")]
+    return tuple(u for u in out if u)
+
+
+def waves(posts: Sequence[tuple[int, Any]]) -> list[list[int]]:
+    """The staged positions of a segment's created or updated posts, in insert waves: a reply
+    goes in the wave after its parent's when the parent is among them (the check of its root
+    reads the parent's post row), so chains of replies within a segment see each other."""
+    wave: dict[str, int] = {}
+    out: list[list[int]] = []
+    for idx, ev in posts:
+        reply = (ev.record or {}).get("reply")
+        parent = (reply.get("parent") or {}).get("uri") if isinstance(reply, dict) else None
+        n = wave[parent] + 1 if parent in wave else 0
+        wave[ev.uri] = n
+        if n == len(out):
+            out.append([])
+        out[n].append(idx)
+    return out
 
 
 def watches(event: Any) -> tuple[str, ...]:
@@ -163,13 +193,17 @@ DELETE FROM post_embed_video t USING {_CHANGED} AND t."postUri" = e.uri;
 DELETE FROM post_embed_gallery_image t USING {_CHANGED} AND t."postUri" = e.uri;
 """
 
-INSERT_SQL = f"""
+
+def insert_posts(wave: Sequence[int] | None = None) -> str:
+    """The statement inserting the staged posts (those at the ``wave`` positions only, if given)."""
+    only = f" AND e.idx = ANY('{{{','.join(map(str, wave))}}}'::int[])" if wave is not None else ""
+    return f"""
 WITH src AS (
   SELECT e.idx, e.uri, e.cid, e.did, e.record AS r, e.c, e.ts,
          e.record->'reply'->'root'->>'uri' AS root_uri,
          e.record->'reply'->'parent'->>'uri' AS parent_uri,
          {_QUOTED.format(r="e.record")} AS quoted
-  FROM {rows_of(NSID, "'create', 'update'")}
+  FROM {rows_of(NSID, "'create', 'update'")}{only}
 ), checked AS (
   SELECT s.*,
     CASE WHEN s.r ? 'reply' THEN
@@ -236,7 +270,13 @@ WITH src AS (
   WHERE "replyParent" IS NOT NULL
 )
 INSERT INTO _new (uri, collection) SELECT uri, '{NSID}' FROM ins;
+"""
 
+
+INSERT_POSTS = insert_posts()
+
+
+_FEED_ITEMS = f"""
 -- Upstream inserts the feed item even when the post row already existed.
 INSERT INTO feed_item (uri, cid, type, "postUri", "originatorDid", "sortAt")
 SELECT e.uri, e.cid, 'post', e.uri, e.did, e.sort_at
@@ -253,7 +293,9 @@ SELECT e.idx, e.uri, e.cid, e.did, e.record, e.c, e.ts,
 FROM _new n JOIN _ev e ON e.uri = n.uri
 WHERE n.collection = '{NSID}' AND e.op IN ('create', 'update');
 ANALYZE _post;
+"""
 
+_THREAD_REPLIES = f"""
 INSERT INTO op_thread_reply ("rootUri", "parentUri", uri, "deletedAt")
 SELECT p.r->'reply'->'root'->>'uri', p.r->'reply'->'parent'->>'uri', p.uri, NULL
 FROM _post p
@@ -261,13 +303,17 @@ WHERE p.r->'reply'->'parent'->>'uri' IS NOT NULL
   AND {did_of("p.r->'reply'->'root'->>'uri'")} = p.did
 ORDER BY p.idx
 ON CONFLICT DO NOTHING;
+"""
 
+_IMAGES = """
 INSERT INTO post_embed_image ("postUri", position, "imageCid", alt)
 SELECT p.uri, (img.n - 1)::text, img.v->'image'->'ref'->>'$link', img.v->>'alt'
 FROM _post p, jsonb_array_elements(p.media->'images') WITH ORDINALITY AS img(v, n)
 WHERE p.media->>'$type' = 'app.bsky.embed.images'
 ORDER BY p.idx, img.n;
+"""
 
+_GALLERY = """
 -- Gallery items other than images are skipped, but still count for the positions (upstream).
 INSERT INTO post_embed_gallery_image ("postUri", position, "imageCid", alt)
 SELECT p.uri, (it.n - 1)::text, it.v->'image'->'ref'->>'$link', it.v->>'alt'
@@ -275,18 +321,24 @@ FROM _post p, jsonb_array_elements(p.media->'items') WITH ORDINALITY AS it(v, n)
 WHERE p.media->>'$type' = 'app.bsky.embed.gallery'
   AND it.v->>'$type' = 'app.bsky.embed.gallery#image'
 ORDER BY p.idx, it.n;
+"""
 
+_EXTERNAL = """
 INSERT INTO post_embed_external ("postUri", uri, title, description, "thumbCid")
 SELECT p.uri, p.media->'external'->>'uri', p.media->'external'->>'title',
        p.media->'external'->>'description', p.media->'external'->'thumb'->'ref'->>'$link'
 FROM _post p WHERE p.media->>'$type' = 'app.bsky.embed.external'
 ORDER BY p.idx;
+"""
 
+_VIDEO = """
 INSERT INTO post_embed_video ("postUri", "videoCid", alt)
 SELECT p.uri, p.media->'video'->'ref'->>'$link', p.media->>'alt'
 FROM _post p WHERE p.media->>'$type' = 'app.bsky.embed.video'
 ORDER BY p.idx;
+"""
 
+_QUOTES = f"""
 INSERT INTO post_embed_record ("postUri", "embedUri", "embedCid")
 SELECT p.uri, p.quoted->>'uri', p.quoted->>'cid'
 FROM _post p WHERE p.quoted IS NOT NULL
@@ -302,7 +354,9 @@ WITH ins AS (
   RETURNING subject
 )
 INSERT INTO _agg (tbl, col, key, delta) SELECT 'post_agg', 'quoteCount', subject, 1 FROM ins;
+"""
 
+_NOTIFY = f"""
 -- Notifications: each recipient at most once per post, the first reason queued wins (mention,
 -- quote, reply by ancestor height, then replies indexed before this post); never the author.
 WITH RECURSIVE ancestor(post_idx, uri, parent, height) AS (
@@ -372,3 +426,40 @@ FROM candidate c JOIN np ON np.idx = c.idx
 WHERE c.did IS NOT NULL AND c.did <> np.creator
 ORDER BY c.idx, c.did, c.ord;
 """
+
+_MEDIA = {
+    "app.bsky.embed.images": "images",
+    "app.bsky.embed.gallery": "gallery",
+    "app.bsky.embed.external": "external",
+    "app.bsky.embed.video": "video",
+}
+# The insert step's statements, each with the feature (features()) without which it writes
+# nothing; None: always run.
+INSERT_PARTS: tuple[tuple[str | None, str], ...] = (
+    (None, INSERT_POSTS),
+    (None, _FEED_ITEMS),
+    ("reply", _THREAD_REPLIES),
+    ("images", _IMAGES),
+    ("gallery", _GALLERY),
+    ("external", _EXTERNAL),
+    ("video", _VIDEO),
+    ("record", _QUOTES),
+    (None, _NOTIFY),
+)
+INSERT_SQL = "".join(sql for _, sql in INSERT_PARTS)
+
+
+def features(event: Any) -> tuple[str, ...]:
+    """The optional statements of INSERT_PARTS this post may write a row in (a superset of what
+    their SQL selects: the staged JSON is this record)."""
+    record = event.record or {}
+    out: list[str] = ["reply"] if "reply" in record else []
+    embed = record.get("embed")
+    if isinstance(embed, dict):
+        kind = embed.get("$type")
+        if kind in ("app.bsky.embed.record", "app.bsky.embed.recordWithMedia"):
+            out.append("record")
+        media = embed.get("media") if kind == "app.bsky.embed.recordWithMedia" else embed
+        if isinstance(media, dict) and media.get("$type") in _MEDIA:
+            out.append(_MEDIA[media["$type"]])
+    return tuple(out)
