@@ -4,6 +4,7 @@
 #   just lint                 ruff check + ruff format --check
 #   just demo                 index sample events end to end and print a short report
 #   just bench [ARGS]         benchmarks
+#   just bench-decode [ARGS]  decode + validation alone, no services (scripts/decode_bench.py)
 #   just stop-services        stop the throwaway servers `just` started under .local/
 #
 # Test services: TEST_REDIS_URL (default redis://127.0.0.1:6379/0) and TEST_PG_URL (default
@@ -91,6 +92,10 @@ bench *ARGS: venv services
     source .local/services.env
     export DEMO_REDIS_URL="$TEST_REDIS_URL" DEMO_PG_URL="$TEST_PG_URL"
     exec .venv/bin/python scripts/bench.py "$@"
+
+# decode + validate alone on the synthetic live mix: just bench-decode [--events N] [--profile]
+bench-decode *ARGS: venv
+    .venv/bin/python scripts/decode_bench.py "$@"
 
 # stop the throwaway Redis/Postgres started under .local/ (never the machine's own)
 stop-services:

@@ -16,7 +16,10 @@ Records
 Syntax checks
     ``is_did``, ``is_handle``, ``is_nsid``, ``is_record_key``, ``is_tid``, ``is_at_uri``,
     ``is_cid``, ``is_datetime``, ``is_language``, ``is_uri`` follow the atproto specs and are
-    checked against the atproto interop test vectors (tests/test_datamodel.py).
+    checked against the atproto interop test vectors (tests/test_datamodel.py). The costlier
+    checks of values that repeat from event to event (handles, NSIDs, languages, AT-URIs, strict
+    CIDs: a popular post's strongRef) remember their answers (``remembered``): bounded, per
+    process. DIDs and datetimes are not remembered: a look-up costs about what their regex does.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Callable
+from functools import wraps
 from typing import Any
 
 import libipld
@@ -70,20 +75,56 @@ _LANGUAGE_RE = re.compile(
 )
 
 
+def remembered(size: int, max_len: int) -> Callable[[Callable[[str], bool]], Callable[[Any], bool]]:
+    """Decorator for a pure test of a string: its answers for up to ``size`` values of at most
+    ``max_len`` characters are remembered (longer ones, rare, are tested every time, so no large
+    string is kept); when full, it starts again empty. A value that is not a ``str`` is False
+    without a look-up. The test must depend on the string alone: an answer is only ever reused
+    for an equal string. A dict, not lru_cache: a look-up is cheaper than the regex it saves
+    only when it is a bare ``dict.get``."""
+
+    def wrap(test: Callable[[str], bool]) -> Callable[[Any], bool]:
+        seen: dict[str, bool] = {}
+
+        @wraps(test)
+        def check(s: Any) -> bool:
+            if type(s) is not str:
+                return False
+            r = seen.get(s)
+            if r is None:
+                r = test(s)
+                if len(s) <= max_len:
+                    if len(seen) >= size:
+                        seen.clear()
+                    seen[s] = r
+            return r
+
+        check.remembered = seen  # type: ignore[attr-defined]
+        return check
+
+    return wrap
+
+
 def is_did(s: Any) -> bool:
     return type(s) is str and len(s) <= 2048 and _DID_RE.fullmatch(s) is not None
 
 
-def is_handle(s: Any) -> bool:
-    return type(s) is str and len(s) <= 253 and _HANDLE_RE.fullmatch(s) is not None
+@remembered(4096, 253)
+def is_handle(s: str) -> bool:
+    return len(s) <= 253 and _HANDLE_RE.fullmatch(s) is not None
 
 
-def is_nsid(s: Any) -> bool:
-    return type(s) is str and len(s) <= 317 and _NSID_RE.fullmatch(s) is not None
+@remembered(1024, 317)
+def is_nsid(s: str) -> bool:
+    return len(s) <= 317 and _NSID_RE.fullmatch(s) is not None
 
 
 def is_record_key(s: Any) -> bool:
-    return type(s) is str and _RKEY_RE.fullmatch(s) is not None and s != "." and s != ".."
+    if type(s) is not str:
+        return False
+    if s.isalnum() and s.isascii():  # [a-zA-Z0-9]+, as nearly every key (TIDs, "self") is
+        return len(s) <= 512
+    return _RKEY_RE.fullmatch(s) is not None and s != "." and s != ".."
 
 
 def is_tid(s: Any) -> bool:
@@ -92,18 +133,26 @@ def is_tid(s: Any) -> bool:
 
 def is_cid(s: Any) -> bool:
     """atproto CID *syntax* (the interop vectors): a loose base-encoding check, no CIDv0."""
-    return type(s) is str and _CID_SYNTAX_RE.fullmatch(s) is not None and not s.startswith("Qmb")
+    if type(s) is not str:
+        return False
+    if s.isalnum() and s.isascii():  # [a-zA-Z0-9]+: the regex only adds '+' and '='
+        return 8 <= len(s) <= 256 and not s.startswith("Qmb")
+    return _CID_SYNTAX_RE.fullmatch(s) is not None and not s.startswith("Qmb")
 
 
-def is_cid_strict(s: Any) -> bool:
+@remembered(8192, 128)
+def is_cid_strict(s: str) -> bool:
     """A CID string that parses and is in canonical form, as upstream's ``cid`` format requires."""
-    if type(s) is not str or _CID_CANONICAL_RE.fullmatch(s) is None:
-        return False
+    return _CID_CANONICAL_RE.fullmatch(s) is not None and cid_parts(s) is not None
+
+
+def cid_parts(s: str) -> tuple[int, int, int] | None:
+    """(version, codec, multihash code) of a CID string that parses, else None."""
     try:
-        libipld.decode_cid(s)
+        d = libipld.decode_cid(s)
     except ValueError:
-        return False
-    return True
+        return None
+    return d["version"], d["codec"], d["hash"]["code"]
 
 
 def is_at_identifier(s: Any) -> bool:
@@ -112,9 +161,10 @@ def is_at_identifier(s: Any) -> bool:
     return is_did(s) if s.startswith("did:") else is_handle(s)
 
 
-def is_at_uri(s: Any) -> bool:
+@remembered(8192, 256)
+def is_at_uri(s: str) -> bool:
     """``at://AUTHORITY[/NSID[/RKEY]][#/json-pointer]``, at most 8 KiB."""
-    if type(s) is not str or len(s) > 8192 or not s.startswith("at://"):
+    if len(s) > 8192 or not s.startswith("at://"):
         return False
     base, hash_, fragment = s.partition("#")
     if hash_ and ("#" in fragment or _AT_URI_FRAGMENT_RE.fullmatch(fragment) is None):
@@ -173,11 +223,12 @@ def _repeats_variant_or_singleton(tags: list[str]) -> bool:
     return False
 
 
-def is_language(s: Any) -> bool:
+@remembered(1024, 128)
+def is_language(s: str) -> bool:
     """A BCP-47 tag as upstream's strict ``language`` format takes it: well-formed, and unless
     grandfathered or private use, a lower-case 2-3 letter primary subtag and no repeated
     variant or extension singleton."""
-    if type(s) is not str or len(s) > 128 or _LANGUAGE_RE.fullmatch(s) is None:
+    if len(s) > 128 or _LANGUAGE_RE.fullmatch(s) is None:
         return False
     if s in _GRANDFATHERED or s[0] in "xX":
         return True
@@ -255,10 +306,23 @@ _TIME_RE = re.compile(
 
 # The live ingester's form, already UTC with at least millisecond precision.
 _TIME_FAST_RE = re.compile(
-    r"(\d{4})-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d\.\d{3,30}"
+    r"\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d\.\d{3,30}"
     r"(?:Z|\+00:00)",
     re.ASCII,
 )
+
+
+# Every "MM-DD" of a year but 02-29.
+_MONTH_DAYS = frozenset(
+    f"{m:02d}-{d:02d}" for m in range(1, 13) for d in range(1, _DAYS_IN_MONTH[m] + 1)
+) - {"02-29"}
+
+
+def _date_exists(s: str) -> bool:
+    """Whether the date ``YYYY-MM-DD`` that ``s`` starts with exists, for a string a regex above
+    has matched (month 01–12, day 01–31)."""
+    md = s[5:10]
+    return md in _MONTH_DAYS or (md == "02-29" and _is_leap(int(s[:4])))
 
 
 def normalize_time(s: str) -> str:
@@ -271,14 +335,8 @@ def normalize_time(s: str) -> str:
     """
     if type(s) is not str:
         raise ValueError(f"timestamp is not a string: {type(s).__name__}")
-    m = _TIME_FAST_RE.fullmatch(s)
-    if m is not None:
-        d = int(m[3])
-        if d <= 28:
-            return s[:23] + "Z"
-        mo = int(m[2])
-        if d <= _DAYS_IN_MONTH[mo] and (mo != 2 or _is_leap(int(m[1]))):
-            return s[:23] + "Z"
+    if _TIME_FAST_RE.fullmatch(s) is not None and _date_exists(s):
+        return s[:23] + "Z"
     m = _TIME_RE.fullmatch(s)
     if m is None:
         raise ValueError(f"unparseable timestamp {s[:64]!r}")
@@ -357,22 +415,13 @@ def _datetime_ms(s: str) -> int | None:
 # The shape nearly every createdAt has: "YYYY-MM-DDTHH:MM:SS.mmmZ". It is already canonical when
 # the year is at least 0010 and the day exists in its month (no roll-over).
 _CANONICAL_DT_RE = re.compile(
-    r"(?!000)(\d{4})-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d\.\d{3}Z",
+    r"(?!000)\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d\.\d{3}Z",
     re.ASCII,
 )
 
 
 def _is_canonical_datetime(s: str) -> bool:
-    if len(s) != 24:
-        return False
-    m = _CANONICAL_DT_RE.fullmatch(s)
-    if m is None:
-        return False
-    d = int(m[3])
-    if d <= 28:
-        return True
-    mo = int(m[2])
-    return d <= _DAYS_IN_MONTH[mo] and (mo != 2 or _is_leap(int(m[1])))
+    return len(s) == 24 and _CANONICAL_DT_RE.fullmatch(s) is not None and _date_exists(s)
 
 
 def is_datetime(s: Any) -> bool:

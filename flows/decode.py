@@ -258,8 +258,9 @@ def _decode(ev: Event, fields: Any) -> None:
         ev.error = f"record: {e}"
         return
     # The raw JSON can only hold a NUL as the escape \u0000, and no decoded string is longer than
-    # the payload: skip the per-string scan when neither can be present.
-    scan = len(payload) > MAX_STRING_BYTES or _NUL_ESCAPE in payload
+    # the payload: skip the per-string scan when neither can be present. Most payloads have no
+    # backslash at all, and a one-byte search is several times cheaper than a six-byte one.
+    scan = len(payload) > MAX_STRING_BYTES or (b"\\" in payload and _NUL_ESCAPE in payload)
     reason = validate_record(collection, record, scan_strings=scan)
     if reason is None:
         reason = _cross_check(collection, did, rkey, record)

@@ -37,8 +37,6 @@ import unicodedata
 from collections.abc import Callable
 from typing import Any
 
-import libipld
-
 from flows import datamodel as dm
 
 MAX_STRING_BYTES = 100_000
@@ -777,12 +775,11 @@ def _kind(v: Any) -> str:
     }.get(type(v), type(v).__name__)
 
 
+_RAW_SHA256_CIDV1 = (1, 0x55, 0x12)  # version, codec raw, multihash sha2-256
+
+
 def _is_raw_cid(cid: str) -> bool:
-    try:
-        d = libipld.decode_cid(cid)
-    except ValueError:
-        return False
-    return d["version"] == 1 and d["codec"] == 0x55 and d["hash"]["code"] == 0x12
+    return dm.cid_parts(cid) == _RAW_SHA256_CIDV1
 
 
 # --------------------------------------------------------------------------------------------
@@ -813,14 +810,18 @@ class _Compiler:
             raise KeyError(f"unknown lexicon reference {full}") from None
         slot: list[Check] = []
         self.cache[full] = lambda v: slot[0](v)  # placeholder for recursive definitions
-        if defn["type"] == "token":
-            c = self._token(full)
-        elif defn["type"] == "record":
-            c = self.compile(defn["record"], nsid)
-        elif defn["type"] == "object":
-            c = self._typed(self.compile(defn, nsid), nsid if name == "main" else full)
-        else:
-            c = self.compile(defn, nsid)
+        try:
+            if defn["type"] == "token":
+                c = self._token(full)
+            elif defn["type"] == "record":
+                c = self.compile(defn["record"], nsid)
+            elif defn["type"] == "object":
+                c = self._object(defn, nsid, typed=nsid if name == "main" else full)
+            else:
+                c = self.compile(defn, nsid)
+        except Exception:
+            del self.cache[full]  # no placeholder left that nothing will ever fill
+            raise
         slot.append(c)
         self.cache[full] = c
         return c
@@ -840,6 +841,14 @@ class _Compiler:
         max_len, min_len = d.get("maxLength"), d.get("minLength")
         max_g, min_g = d.get("maxGraphemes"), d.get("minGraphemes")
         enum, const = d.get("enum"), d.get("const")
+
+        # Most strings have a format or nothing else: checks of their own, without the tests of
+        # limits they do not have (same messages as the general check below).
+        if max_len is None and min_len is None and max_g is None and min_g is None:
+            if enum is None and const is None:
+                if fmt_check is None:
+                    return _any_string
+                return _format_check(fmt_check, fmt_name)
 
         def check(v: Any) -> Issue | None:
             if type(v) is not str:
@@ -970,18 +979,6 @@ class _Compiler:
 
         return check
 
-    @staticmethod
-    def _typed(inner: Check, type_: str) -> Check:
-        """A named object definition: a ``$type``, when present, must name it (upstream's
-        typedObject), wherever the object appears."""
-
-        def check(v: Any) -> Issue | None:
-            if type(v) is dict and "$type" in v and v["$type"] != type_:
-                return ("$type", f"must be {type_!r}, not {_show(v['$type'])}")
-            return inner(v)
-
-        return check
-
     def _token(self, full: str) -> Check:
         def check(v: Any) -> Issue | None:
             return None if v == full else ("", f"must be the token {full!r}")
@@ -1010,7 +1007,9 @@ class _Compiler:
 
         return check
 
-    def _object(self, d: dict[str, Any], nsid: str) -> Check:
+    def _object(self, d: dict[str, Any], nsid: str, typed: str | None = None) -> Check:
+        """``typed``: the name of a named object definition, whose ``$type``, when present, must
+        name it (upstream's typedObject), wherever the object appears."""
         props = {k: self.compile(p, nsid) for k, p in d.get("properties", {}).items()}
         required = tuple(d.get("required", ()))
         nullable = frozenset(d.get("nullable", ()))
@@ -1019,6 +1018,8 @@ class _Compiler:
         def check(v: Any) -> Issue | None:
             if type(v) is not dict:
                 return ("", f"must be an object, not {_kind(v)}")
+            if typed is not None and "$type" in v and v["$type"] != typed:
+                return ("$type", f"must be {typed!r}, not {_show(v['$type'])}")
             for k in required:
                 if k not in v:
                     return (k, "is required")
@@ -1039,7 +1040,12 @@ class _Compiler:
 
     def _ref(self, d: dict[str, Any], nsid: str) -> Check:
         full = self.full_id(d["ref"], nsid)
-        # Resolved lazily so that definitions may refer to each other in any order.
+        try:
+            # The target's own check, no wrapper (ref() hands out a placeholder while the target
+            # is being compiled, so recursive definitions work).
+            return self.ref(full)
+        except (KeyError, ValueError):
+            pass  # unknown or unsupported: fails when first used, as it always did
         target: list[Check] = []
 
         def check(v: Any) -> Issue | None:
@@ -1078,6 +1084,22 @@ class _Compiler:
 
 
 _MISSING = object()
+
+
+def _any_string(v: Any) -> Issue | None:
+    return None if type(v) is str else ("", f"must be a string, not {_kind(v)}")
+
+
+def _format_check(fmt_check: Callable[[Any], bool], fmt_name: str) -> Check:
+    def check(v: Any) -> Issue | None:
+        if type(v) is not str:
+            return ("", f"must be a string, not {_kind(v)}")
+        if not fmt_check(v):
+            return ("", f"is not {fmt_name}: {_show(v)}")
+        return None
+
+    return check
+
 
 # Collections upstream indexes without validating the record at all (its chat declaration plugin
 # switches validation off), not even its $type: only the generic string scan applies.

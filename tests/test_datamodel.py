@@ -78,6 +78,87 @@ def test_cid_strict_is_canonical_and_parseable() -> None:
     assert dm.is_cid("mBcDxtdWx0aWhhc2g+") and not dm.is_cid_strict("mBcDxtdWx0aWhhc2g+")
 
 
+# Each remembered check, a valid value and invalid ones that differ from it only slightly.
+REMEMBERED = [
+    (
+        dm.is_did,
+        "did:plc:abcdefghijklmnopqrstuvwx",
+        ["did:plc:abcdefghijklmnopqrstuvw:", "Did:plc:a"],
+    ),
+    (dm.is_handle, "alice.bsky.social", ["alice.bsky.social.", "alice..bsky.social"]),
+    (dm.is_nsid, "app.bsky.feed.like", ["app.bsky.feed.like.", "app.bsky.1feed"]),
+    (dm.is_language, "pt-BR", ["pt-BR-", "PT-BR"]),
+    (
+        dm.is_at_uri,
+        "at://did:plc:abc/app.bsky.feed.post/3k",
+        ["at://did:plc:abc/app.bsky.feed.post/3k/x", "at://did:plc:abc/app.bsky.feed.post/."],
+    ),
+    (dm.is_cid_strict, CID, [CID[:-1], CID.upper()]),
+]
+
+
+@pytest.mark.parametrize(("check", "valid", "invalid"), REMEMBERED)
+def test_remembered_answers_never_let_another_value_pass(check, valid, invalid) -> None:
+    """A remembered answer is reused for an equal string only: a valid value checked first
+    lets no near miss through, an invalid one stays invalid, a str subclass or an unhashable
+    value is not a str (False, no error)."""
+    for _ in range(2):
+        assert check(valid) is True
+        for bad in invalid:
+            assert check(bad) is False
+    assert check(type("S", (str,), {})(valid)) is False
+    assert check([valid]) is False and check({valid: 1}) is False
+
+
+def test_remembered_is_bounded_and_keeps_no_long_value() -> None:
+    tested: list[str] = []
+
+    @dm.remembered(4, 10)
+    def short(s: str) -> bool:
+        tested.append(s)
+        return len(s) < 3
+
+    assert short("ab") and short("ab") and tested == ["ab"]  # the second answer was remembered
+    for i in range(10):
+        assert short(f"v{i}") and not short(f"long{i}")
+        assert len(short.remembered) <= 4
+    assert short("x" * 11) is False and short("x" * 11) is False
+    assert tested.count("x" * 11) == 2 and "x" * 11 not in short.remembered
+
+
+@pytest.mark.parametrize(
+    ("raw", "want"),
+    [
+        ("2024-02-29T12:00:00.123456Z", "2024-02-29T12:00:00.123Z"),
+        ("2000-02-29T12:00:00.123+00:00", "2000-02-29T12:00:00.123Z"),
+        ("2025-12-31T23:59:59.9999Z", "2025-12-31T23:59:59.999Z"),
+        ("2023-02-29T12:00:00.123Z", None),
+        ("2100-02-29T12:00:00.123Z", None),
+        ("2025-04-31T12:00:00.123Z", None),
+    ],
+)
+def test_normalize_time_fast_path_dates(raw: str, want: str | None) -> None:
+    if want is None:
+        with pytest.raises(ValueError, match="out of range"):
+            dm.normalize_time(raw)
+    else:
+        assert dm.normalize_time(raw) == want
+
+
+@pytest.mark.parametrize(
+    ("raw", "want"),
+    [
+        ("2024-02-29T12:00:00.000Z", "2024-02-29T12:00:00.000Z"),
+        ("2023-02-29T12:00:00.000Z", "2023-03-01T12:00:00.000Z"),
+        ("2025-04-31T00:00:00.000Z", "2025-05-01T00:00:00.000Z"),
+        ("2025-10-31T00:00:00.000Z", "2025-10-31T00:00:00.000Z"),
+    ],
+)
+def test_canonical_createdat_dates(raw: str, want: str) -> None:
+    assert dm.is_lex_datetime(raw)
+    assert dm.normalize_datetime_always(raw) == want
+
+
 @pytest.mark.parametrize("tag", ["en", "pt-BR", "zh-Hant-TW", "i-klingon", "x-private", "ja"])
 def test_language_valid(tag: str) -> None:
     assert dm.is_language(tag)
@@ -863,6 +944,42 @@ def test_schemas_cover_the_required_collections() -> None:
         "app.bsky.graph.listitem",
     ):
         assert LEXICONS[nsid]["main"]["type"] == "record"
+
+
+def test_compiler_refs_recursive_and_unknown() -> None:
+    """Refs are compiled ahead of use; a definition may refer to itself, and a ref to nothing
+    fails when a value reaches it, not when the lexicon is compiled (as it always did)."""
+    doc = {
+        "main": {
+            "type": "record",
+            "record": {
+                "type": "object",
+                "properties": {"node": {"type": "ref", "ref": "#node"}},
+            },
+        },
+        "node": {
+            "type": "object",
+            "required": ["name"],
+            "properties": {
+                "name": {"type": "string", "maxLength": 3},
+                "child": {"type": "ref", "ref": "#node"},
+                "other": {"type": "ref", "ref": "#missing"},
+                "bad": {"type": "ref", "ref": "#broken"},
+            },
+        },
+        "broken": {"type": "string", "format": "no-such-format"},
+    }
+    compiler = compile_lexicons({"x.test.rec": doc})
+    check = compiler.ref("x.test.rec#main")
+    deep = {"name": "a", "child": {"name": "b", "child": {"name": "long"}}}
+    assert check({"node": {"name": "a", "child": {"name": "b"}}}) is None
+    assert check({"node": deep}) == ("node.child.child.name", "is longer than 3 bytes (4)")
+    assert check({"node": {"name": "a", "$type": "x.test.other"}})[0] == "node.$type"
+    for _ in range(2):  # no half-built definition left behind by the failed compile
+        with pytest.raises(KeyError, match="x.test.rec#missing"):
+            check({"node": {"name": "a", "other": {}}})
+        with pytest.raises(KeyError, match="no-such-format"):
+            check({"node": {"name": "a", "bad": "x"}})
 
 
 @needs_interop
