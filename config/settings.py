@@ -54,6 +54,16 @@ class Settings:
     archive_dir: str | None = None  # the Parquet archive (sinks/archive); None: off
     archive_roll_bytes: int = 32 * 1024 * 1024
     archive_roll_seconds: float = 600.0
+    # Handles verified by DID resolution (resolution/); off: identity events' handles are trusted.
+    enable_did_resolution: bool = True
+    plc_url: str = "https://plc.directory"
+    did_resolution_timeout: float = 3.0
+    did_cache_size: int = 100_000
+    did_cache_ttl: float = 3600.0
+    did_resolution_concurrency: int = 16
+    did_resolution_retry_max: float = 3600.0
+    did_resolution_dns_servers: tuple[str, ...] = ()  # (): the system's resolver
+    did_resolution_http_address: str | None = None  # host:port for every handle/did:web GET
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -95,6 +105,21 @@ class Settings:
             archive_roll_seconds=r.number(
                 "INDEXER_ARCHIVE_ROLL_SECONDS", cls.archive_roll_seconds, 0.001, 86_400
             ),
+            enable_did_resolution=r.boolean("ENABLE_DID_RESOLUTION", cls.enable_did_resolution),
+            plc_url=r.url("PLC_URL", cls.plc_url, ("http", "https")),
+            did_resolution_timeout=r.number(
+                "DID_RESOLUTION_TIMEOUT", cls.did_resolution_timeout, 0.01, 300
+            ),
+            did_cache_size=r.integer("DID_CACHE_SIZE", cls.did_cache_size, 0, 100_000_000),
+            did_cache_ttl=r.number("DID_CACHE_TTL", cls.did_cache_ttl, 0, 30 * 86_400),
+            did_resolution_concurrency=r.integer(
+                "DID_RESOLUTION_CONCURRENCY", cls.did_resolution_concurrency, 1, 1024
+            ),
+            did_resolution_retry_max=r.number(
+                "DID_RESOLUTION_RETRY_MAX", cls.did_resolution_retry_max, 1, 30 * 86_400
+            ),
+            did_resolution_dns_servers=r.dns_servers("DID_RESOLUTION_DNS_SERVERS"),
+            did_resolution_http_address=r.address("DID_RESOLUTION_HTTP_ADDRESS"),
         )
         if s.db_pool_min_idle > s.db_pool_max_size:
             raise ConfigError(
@@ -258,6 +283,31 @@ class _Reader:
             return False
         raise ConfigError(f"{name}={value!r}: expected true or false")
 
+    def dns_servers(self, name: str) -> tuple[str, ...]:
+        """A comma list of ``ip``, ``ip:port`` or ``[v6]:port``; () when unset."""
+        from resolution.handle import nameserver
+
+        value = self._raw(name)
+        if value is None:
+            return ()
+        items = tuple(v.strip() for v in value.split(",") if v.strip())
+        for item in items:
+            try:
+                nameserver(item)
+            except ValueError as exc:
+                raise ConfigError(f"{name}: {exc}") from None
+        return items
+
+    def address(self, name: str) -> str | None:
+        """``host:port`` (``[v6]:port``)."""
+        value = self._raw(name)
+        if value is None:
+            return None
+        host, sep, port = value.rpartition(":")
+        if not sep or not host.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"{name}={value!r}: expected host:port")
+        return value
+
     def url(self, name: str, default: str, schemes: tuple[str, ...]) -> str:
         value = self._raw(name)
         if value is None:
@@ -272,7 +322,14 @@ class _Reader:
             scheme = urlsplit(value).scheme
         except ValueError:
             scheme = ""
-        if scheme not in schemes:
+        if scheme not in schemes or (scheme in ("http", "https") and not _host_of(value)):
             # Never echo the value: it may hold a password.
             raise ConfigError(f"{name}: expected a {'/'.join(schemes)}:// URL")
         return value
+
+
+def _host_of(url: str) -> str | None:
+    try:
+        return urlsplit(url).hostname
+    except ValueError:
+        return None

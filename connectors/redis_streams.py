@@ -346,6 +346,18 @@ def entry_payload(fields: dict[Any, Any] | None) -> bytes | None:
     return repr(fields).encode()
 
 
+#: Other work of the process that INDEXER_STOP_WHEN_IDLE waits for: each answers whether it is
+#: still busy (the handle-check worker, resolution/worker.py, while checks are due).
+BUSY: list[Callable[[], bool]] = []
+
+
+class Backlog:
+    """When a read last came back as full as it was allowed to be: the streams hold more than we
+    take, so the indexer is catching up (background work, resolution/worker.py, yields then)."""
+
+    seen_at = float("-inf")  # time.monotonic()
+
+
 # Set (by the SIGTERM/Ctrl-C handler in flows/index.py) to stop reading: every partition then
 # ends, bytewax flushes the batches in flight through the sink, which commits and acks them.
 STOP_READING = threading.Event()
@@ -399,8 +411,11 @@ class _ReaderPartition(StatelessSourcePartition[Entry]):
             # Acks happen in the sink, possibly on another worker: ask Redis.
             self._inflight = self._outstanding()
             room = self.settings.concurrency - self._inflight
-        entries = self.reader.read(min(room, self.batch_size)) if room > 0 else []
+        want = min(room, self.batch_size)
+        entries = self.reader.read(want) if room > 0 else []
         if entries:
+            if len(entries) == want:
+                Backlog.seen_at = time.monotonic()
             self._inflight += len(entries)
             self._idle_since = None
         else:
@@ -424,8 +439,9 @@ class _ReaderPartition(StatelessSourcePartition[Entry]):
             return
         if now - self._idle_since < limit:
             return
-        # Idle long enough (every read came back empty): stop once all we read is acked.
-        if self.reader.pending() == 0:
+        # Idle long enough (every read came back empty): stop once all we read is acked and
+        # the rest of the process is done too.
+        if self.reader.pending() == 0 and not any(busy() for busy in list(BUSY)):
             log.info(
                 "consumer %s idle for %.1fs with nothing pending: stopping",
                 self.reader.consumer,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter as Tally
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import redis
@@ -82,6 +82,15 @@ OLDEST_PENDING = Gauge(
     ["stream", "group"],
 )
 
+HANDLE_CHECKS = Gauge(
+    "indexer_handle_checks",
+    "Handle checks queued (bsky_indexer.handle_check): due now, leased to a resolver, or "
+    "retrying (backing off after resolution was unavailable)",
+    ["state"],
+)
+#: Sampled with the streams every INDEXER_METRICS_INTERVAL (the handle-check worker's queue).
+SAMPLED: list[Callable[[], None]] = []
+
 _KNOWN_COLLECTIONS = frozenset(LEXICONS)
 
 
@@ -121,6 +130,12 @@ def retried(target: str, step: str) -> None:
     RETRIES.labels(target, step).inc()
 
 
+def handle_checks_queued(due: int, leased: int, retrying: int) -> None:
+    HANDLE_CHECKS.labels("due").set(due)
+    HANDLE_CHECKS.labels("leased").set(leased)
+    HANDLE_CHECKS.labels("retrying").set(retrying)
+
+
 def _id_ms(entry_id: str | bytes) -> int | None:
     """The milliseconds part of a stream entry id (the time it was added with ``*``)."""
     if isinstance(entry_id, bytes):
@@ -149,6 +164,8 @@ class StreamSampler:
     def _run(self) -> None:
         while True:
             self.sample()
+            for sample in list(SAMPLED):
+                sample()
             if self._stop.wait(self.interval):
                 return
 
@@ -219,3 +236,32 @@ def serve(port: int) -> bool:
         return False
     log.info("metrics on :%d/metrics", port)
     return True
+
+
+# Handle resolution (resolution/resolver.py): one count per resolve(), timed when it went to the
+# network; cache lookups (fresh resolves skip the caches and count in neither).
+HANDLE_RESOLUTIONS = Counter(
+    "indexer_handle_resolutions",
+    "DID/handle resolutions by outcome: verified, mismatch, no_handle, not_found, unavailable",
+    ["outcome"],
+)
+HANDLE_RESOLUTION_SECONDS = Histogram(
+    "indexer_handle_resolution_seconds",
+    "A resolution that went to the network (DID document, then handle), failures included",
+    buckets=(0.001, 0.0025) + _SECONDS[:-3],
+)
+HANDLE_RESOLUTION_CACHE = Counter(
+    "indexer_handle_resolution_cache",
+    "Resolution cache lookups: cache did (DID → handle) or handle (handle → DID), hit or miss",
+    ["cache", "result"],
+)
+
+
+def handle_resolution(outcome: str, seconds: float | None) -> None:
+    HANDLE_RESOLUTIONS.labels(outcome).inc()
+    if seconds is not None:
+        HANDLE_RESOLUTION_SECONDS.observe(seconds)
+
+
+def handle_resolution_cache(cache: str, hit: bool) -> None:
+    HANDLE_RESOLUTION_CACHE.labels(cache, "hit" if hit else "miss").inc()

@@ -4,7 +4,8 @@ Loads the real repositories in ../shared/atproto-fixtures (as the backfiller sen
 backfill stream and synthetic firehose-mix events into a live stream, indexes them with the real
 dataflow (`python -m bytewax.run flows.index`, stopping when idle) into a fresh database, and
 reports what was indexed and how fast. The database is kept for you to look at; the streams are
-private to this run and removed at the end.
+private to this run and removed at the end. DID resolution is off (no network needed): the
+identity events' handles are stored as they come.
 """
 
 from __future__ import annotations
@@ -98,6 +99,9 @@ def main() -> int:
             "INDEXER_DEAD_LETTER_STREAM": f"{prefix}:dead_letter",
             "INDEXER_CONCURRENCY": "2000",
             "INDEXER_STOP_WHEN_IDLE": "1",
+            # Event handles are stored as sent: the demo must work with no internet to reach the
+            # PLC directory and the handles' hosts (README: Handles and DID resolution).
+            "ENABLE_DID_RESOLUTION": "false",
         }
     )
     started = time.monotonic()

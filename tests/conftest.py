@@ -12,11 +12,15 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 import pytest
 import redis
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+if TYPE_CHECKING:
+    from .identity_servers import IdentityDirectory
 
 PG_ADMIN_URL = os.environ.get("TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -143,3 +147,13 @@ def rds(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url)
     yield client
     client.close()
+
+
+@pytest.fixture
+def identity_directory() -> Iterator[IdentityDirectory]:
+    """A PLC directory, well-known endpoints and a DNS server on free local ports
+    (tests/identity_servers.py); ``resolver_options()`` points a resolver at them."""
+    from .identity_servers import IdentityDirectory
+
+    with IdentityDirectory() as directory:
+        yield directory

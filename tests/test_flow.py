@@ -43,6 +43,8 @@ def settings_for(names, redis_url: str, db_url: str, **overrides) -> Settings:
         batch_max_wait=0.05,
         db_pool_max_size=4,
         db_pool_min_idle=0,
+        # Event handles stored as sent: no network here (tests/test_handle_resolution.py).
+        enable_did_resolution=False,
     )
     return replace(base, **overrides)
 
@@ -58,6 +60,7 @@ def indexer_env(names, redis_url: str, db_url: str, **variables: str) -> dict[st
         INDEXER_GROUP=names.group,
         INDEXER_CONSUMER=names.consumer,
         INDEXER_DEAD_LETTER_STREAM=names.dead_letter,
+        ENABLE_DID_RESOLUTION="false",  # no network; tests/test_handle_resolution.py turns it on
     )
     env.update(variables)
     return env

@@ -35,6 +35,8 @@ BENCH_DEFAULTS = {
     "INDEXER_STOP_WHEN_IDLE": "1",
     "INDEXER_CONCURRENCY": "4000",
     "METRICS_PORT": "0",
+    # No network: resolution on is measured with --env pointing at local identity servers.
+    "ENABLE_DID_RESOLUTION": "false",
 }
 
 

@@ -16,9 +16,12 @@ What upstream (``subscription.ts``, ``indexing/index.ts``) does with them, and w
   move with them (``_agg``), so they stay exact.
 * **identity**: upstream resolves the DID document and keeps the handle only if it resolves back
   to the DID (NULL otherwise), and sets ``"indexedAt"`` = the event time, creating the row when
-  missing. We take the handle from the event instead (decode lower-cases it and marks an invalid
-  one, stored as NULL); another actor holding the same handle loses it (``handle`` is UNIQUE).
-  An event without a handle tells nothing about it: it only creates a missing row.
+  missing. With ENABLE_DID_RESOLUTION (the default) we do the same, off the batch: the writer
+  queues a check (handle_checks.py) and nothing here touches ``actor``. With it off we take
+  the handle from the event instead (decode lower-cases it and marks an invalid one, stored as
+  NULL); another actor holding the same handle loses it (``handle`` is UNIQUE). An event
+  without a handle tells nothing about it: it only creates a missing row. ``SET_HANDLE`` is also
+  how a resolved handle is stored.
 
 Within a segment (segments.py) the actor events run first, in stream order, before the segment's
 record operations; an account deletion always starts a new segment, so no record operation that
@@ -127,9 +130,12 @@ def deletes_actor(ev: Event) -> bool:
     return ev.type == ACCOUNT and ev.active is False and ev.status == DELETED
 
 
-def _effect(ev: Event) -> tuple[str, tuple] | None:
-    """What one event does: (kind, parameters), or None when upstream ignores it."""
+def _effect(ev: Event, store_handles: bool) -> tuple[str, tuple] | None:
+    """What one event does: (kind, parameters), or None when upstream ignores it (or when its
+    handle is left to DID resolution)."""
     if ev.type == IDENTITY:
+        if not store_handles:
+            return None
         handle = None if ev.handle == INVALID_HANDLE else ev.handle
         absent = ev.handle is None
         return _HANDLE, ({"did": ev.did, "handle": handle, "ts": ev.time, "absent": absent},)
@@ -163,13 +169,14 @@ def fresh(cur: psycopg.Cursor, events: Sequence[Event]) -> list[Event]:
     return out
 
 
-def apply(cur: psycopg.Cursor, events: Sequence[Event]) -> None:
+def apply(cur: psycopg.Cursor, events: Sequence[Event], store_handles: bool = True) -> None:
     """Apply the fresh account and identity events in order; consecutive events of one kind
-    share a statement (pipelined), which gives the same rows as one at a time."""
+    share a statement (pipelined), which gives the same rows as one at a time. Without
+    ``store_handles`` identity events are only recorded as applied (for the replay guard)."""
     kind: str | None = None
     run: list = []
     for ev in fresh(cur, events):
-        effect = _effect(ev)
+        effect = _effect(ev, store_handles)
         if effect is None:
             continue
         if effect[0] != kind:

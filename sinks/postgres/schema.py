@@ -60,7 +60,7 @@ TABLES: tuple[str, ...] = (
 _INIT_LOCK_KEY = 0x6273_6B79_6964_78  # "bskyidx"
 
 #: Our own tables in PRIVATE_SCHEMA: made by init_db, and by the indexer itself when missing.
-PRIVATE_TABLES: tuple[str, ...] = ("record_rev", "actor_event")
+PRIVATE_TABLES: tuple[str, ...] = ("record_rev", "actor_event", "handle_check")
 PRIVATE_DDL = f"""
 CREATE SCHEMA IF NOT EXISTS {PRIVATE_SCHEMA};
 -- The last repo revision applied per record URI, deletes included (sinks/postgres/ordering.py).
@@ -69,6 +69,16 @@ CREATE TABLE IF NOT EXISTS {PRIVATE_SCHEMA}.record_rev (uri text PRIMARY KEY, re
 CREATE TABLE IF NOT EXISTS {PRIVATE_SCHEMA}.actor_event (
   did text PRIMARY KEY, time text COLLATE "C" NOT NULL, seq bigint NOT NULL
 );
+-- Handles waiting for DID resolution, one row per DID (sinks/postgres/handle_checks.py).
+CREATE TABLE IF NOT EXISTS {PRIVATE_SCHEMA}.handle_check (
+  did text PRIMARY KEY,
+  ts text COLLATE "C" NOT NULL,
+  forced boolean NOT NULL,
+  due timestamptz NOT NULL DEFAULT now(),
+  attempts int NOT NULL DEFAULT 0,
+  last_error text
+);
+CREATE INDEX IF NOT EXISTS handle_check_due ON {PRIVATE_SCHEMA}.handle_check (due);
 """
 
 

@@ -169,8 +169,9 @@ def _first_line(exc: BaseException) -> str:
 
 
 class _CommitPartition(StatelessSinkPartition[tuple[str, list[Event]]]):
-    def __init__(self, committer: BatchCommitter):
+    def __init__(self, committer: BatchCommitter, on_close: Callable[[], None] | None = None):
         self.committer = committer
+        self.on_close = on_close  # releases the handle-check worker
 
     def write_batch(self, items: list[tuple[str, list[Event]]]) -> None:
         for _shard, batch in items:
@@ -182,16 +183,21 @@ class _CommitPartition(StatelessSinkPartition[tuple[str, list[Event]]]):
                 self.committer.archive.close()
             except OSError as exc:  # the spool stays; the next start recovers it
                 log.error("archive could not be closed: %s", exc)
+        if self.on_close is not None:
+            self.on_close()
 
 
 class PostgresSink(DynamicSink[tuple[str, list[Event]]]):
-    """Each worker commits the batches it receives; the connection pool is per process."""
+    """Each worker commits the batches it receives; the connection pool is per process. The
+    record path (no ``writer`` given) writes with PostgresWriter and, with
+    ENABLE_DID_RESOLUTION, runs the process's handle-check worker (resolution/worker.py) from
+    its first partition's start to its last one's close."""
 
     def __init__(
         self,
         settings: Settings,
         group: str | None = None,
-        writer: Callable[[ConnectionPool], BatchWriter] = PostgresWriter,
+        writer: Callable[[ConnectionPool], BatchWriter] | None = None,
         archive_dir: str | None = None,
     ):
         self.settings = settings
@@ -213,4 +219,14 @@ class PostgresSink(DynamicSink[tuple[str, list[Event]]]):
                 roll_seconds=s.archive_roll_seconds,
                 worker=worker_index,
             )
-        return _CommitPartition(BatchCommitter(self.writer(pool), acker, archive=archive))
+        if self.writer is not None:
+            return _CommitPartition(BatchCommitter(self.writer(pool), acker, archive=archive))
+        resolve = s.enable_did_resolution
+        on_close = None
+        if resolve:
+            from resolution import worker  # it imports this module
+
+            worker.acquire(s, pool)
+            on_close = worker.release
+        writer = PostgresWriter(pool, resolve_handles=resolve)
+        return _CommitPartition(BatchCommitter(writer, acker, archive=archive), on_close)

@@ -1,7 +1,8 @@
 """Apply one batch of decoded events to the AppView tables in one transaction.
 
 Plain class, no bytewax: the sink adapter (sink.py) calls ``write`` and acks only after it returns.
-Per segment (segments.py): apply its account and identity events (actors.py), COPY the record
+First, with DID resolution on, queue the handle checks the batch asks for (handle_checks.py). Per
+segment (segments.py): apply its account and identity events (actors.py), COPY the record
 events into ``_ev``, take out the updates upstream refuses (dead-lettered once the batch commits)
 and the events not newer than their record's last (ordering.py), run the delete step of every
 collection present, promote duplicates of deleted rows, run the insert step; per batch: counters
@@ -21,7 +22,7 @@ from flows.datamodel import normalize_datetime_always
 from flows.events import COMMIT_OPS, CREATE, DELETE, RECORD_OPS, UPDATE, Event
 from flows.lexicon import validate_record
 
-from . import actors, ordering, staging
+from . import actors, handle_checks, ordering, staging
 from .collections import BY_NSID, post
 from .segments import split
 
@@ -65,8 +66,15 @@ def _ev_row(idx: int, ev: Event) -> tuple:
 class PostgresWriter:
     """Writes batches through connections taken from a shared psycopg pool, one at a time."""
 
-    def __init__(self, pool: psycopg.pool.ConnectionPool):  # type: ignore[name-defined]
+    def __init__(
+        self,
+        pool: psycopg.pool.ConnectionPool,  # type: ignore[name-defined]
+        resolve_handles: bool = False,
+    ):
         self.pool = pool
+        # On: identity events only queue a handle check (handle_checks.py) instead of storing
+        # their handle. The sink passes ENABLE_DID_RESOLUTION; off here for direct callers.
+        self.resolve_handles = resolve_handles
 
     def write(self, events: Sequence[Event]) -> WriteStats:
         """Apply the good events of the batch; raises on failure, having changed nothing. Once
@@ -90,6 +98,8 @@ class PostgresWriter:
         ordering.ensure_table(self.pool)
         with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
             cur.execute(staging.TEMP_TABLES)
+            if self.resolve_handles:
+                handle_checks.enqueue(cur, events)
             segments = split(records)
             stats.segments = len(segments)
             for n, segment in enumerate(segments):
@@ -117,7 +127,8 @@ class PostgresWriter:
         refused: list[tuple[Event, str]],
     ) -> int:
         # Account and identity events first (segments.py keeps that equal to stream order).
-        actors.apply(cur, [ev for ev in segment if ev.type in actors.EVENT_TYPES])
+        actor_events = [ev for ev in segment if ev.type in actors.EVENT_TYPES]
+        actors.apply(cur, actor_events, store_handles=not self.resolve_handles)
         staged = [ev for ev in segment if ev.type in RECORD_OPS]
         if not staged:
             return 0
