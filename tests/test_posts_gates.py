@@ -271,7 +271,7 @@ def test_reply_is_cut_from_writes_its_gate_check_reads():
     assert segments([gone(f.follow(CAROL, DAN)), r]) == [2]  # follows the gate cannot ask about
     assert segments([gone(f.follow(BOB, ALICE)), own]) == [2]  # the owner's reply checks nothing
     assert segments([f.threadgate(root), r]) == [1, 1]
-    assert segments([root, f.threadgate(root)]) == [1, 1]
+    assert segments([root, f.threadgate(root)]) == [2]  # the flag is set after the post step
     assert segments([root, gone(f.threadgate(root))]) == [1, 1]
 
 

@@ -23,6 +23,7 @@ from psycopg_pool import ConnectionPool
 from flows.events import Event
 
 from .schema import PRIVATE_SCHEMA, create_private
+from .staging import text_array
 
 TABLE = sql.Identifier(PRIVATE_SCHEMA, "record_rev")
 
@@ -71,6 +72,7 @@ def fresh(cur: psycopg.Cursor, segment: Sequence[Event]) -> list[Event]:
     guarded = [ev for ev in segment if ev.uri and ev.rev]
     if not guarded:
         return list(segment)
-    cur.execute(_CLAIM, ([ev.uri for ev in guarded], [ev.rev for ev in guarded]))
+    uris = text_array(ev.uri or "" for ev in guarded)
+    cur.execute(_CLAIM, (uris, text_array(ev.rev or "" for ev in guarded)))
     won = {uri for (uri,) in cur.fetchall()}
     return [ev for ev in segment if not (ev.uri and ev.rev) or ev.uri in won]

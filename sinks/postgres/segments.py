@@ -7,10 +7,12 @@ of a follow its threadgate asks about: collections/_keys.py), two records of one
 the same duplicate key, or a delete beside a create in a collection with duplicates for the same
 creator (the delete may promote a duplicate the create would collide with). A post's thread
 walks are not cut for: they see the post table as it stood at the post (collections/_sql.py
-posts_seen_at); nor is a reply or quote of a post created or updated before it in the segment
-(a module's ``follows``: post.py inserts such replies in a later wave than their parent). Each
-cut runs the segment's statements again (about 20 ms), not a wrong row; a live batch of
-unrelated events is one segment.
+posts_seen_at); nor is a record that reads one created or updated before it in the segment (a
+module's ``follows``: post.py inserts a reply in a later wave than its parent, and a gate's step
+runs after the post step); nor is a create of a record that an earlier event only ``watches``
+(only its delete or update would change that event's rows). Each cut runs the segment's
+statements again (about 10 ms), not a wrong row; a live batch of unrelated events is one
+segment.
 
 Account and identity events ride along: the writer applies a segment's actor events first, in
 order (actors.py). Only an account deletion must not come after record operations of the same
@@ -31,16 +33,18 @@ from .collections._keys import removed_by
 
 
 class _Segment:
-    __slots__ = ("events", "writes", "reads", "keys", "creating", "deleting", "posted")
+    __slots__ = ("events", "writes", "reads", "watched", "keys", "creating", "deleting", "inserted")
 
     def __init__(self) -> None:
         self.events: list[Event] = []
         self.writes: set[str] = set()
         self.reads: set[str] = set()
+        # URIs whose delete or update (not create) later here would change an event's rows.
+        self.watched: set[str] = set()
         self.keys: set[tuple] = set()
         self.creating: set[tuple[str, str]] = set()
         self.deleting: set[tuple[str, str]] = set()
-        self.posted: set[str] = set()  # URIs of posts created or updated here
+        self.inserted: set[str] = set()  # URIs created or updated here
 
     def add(self, ev: Event) -> bool:
         """Add the event if it is independent of those already here; False if it is not."""
@@ -55,10 +59,10 @@ class _Segment:
         inserts = ev.type in (CREATE, UPDATE)
         removes = ev.type in (DELETE, UPDATE)
         reads = module.reads(ev) if inserts else ()
-        # Reads that may follow a post's create or update here (post.py inserts in waves).
+        # Reads that may follow their record's create or update here (post.py inserts in waves).
         follows = getattr(module, "follows", None)
         after = follows(ev) if inserts and follows else ()
-        # URIs whose later write (in this segment) would change this event's outcome.
+        # URIs whose later delete or update (in this segment) would change this event's rows.
         watches = getattr(module, "watches", None)
         watched = watches(ev) if inserts and watches else ()
         key = None
@@ -71,7 +75,9 @@ class _Segment:
             written += (removed_by(ev.collection or "", ev.did), removed_by(ev.collection or ""))
         if uri in self.writes or any(w in self.reads for w in written):
             return False
-        if any(r in self.writes and (r not in after or r not in self.posted) for r in reads):
+        if removes and uri in self.watched:
+            return False
+        if any(r in self.writes and (r not in after or r not in self.inserted) for r in reads):
             return False
         if key is not None and key in self.keys:
             return False
@@ -82,13 +88,12 @@ class _Segment:
         self.events.append(ev)
         self.writes.update(written)
         self.reads.update(reads)
-        self.reads.update(watched)
+        self.watched.update(watched)
         if key is not None:
             self.keys.add(key)
         if inserts:
             self.creating.add(owner)
-            if follows is not None:
-                self.posted.add(uri)
+            self.inserted.add(uri)
         if removes:
             self.deleting.add(owner)
         return True

@@ -111,7 +111,11 @@ class PostgresWriter:
                 dids = sorted(sync)
                 cur.execute(
                     staging.UPSERT_ACTOR_SYNC,
-                    (dids, [sync[d][0] for d in dids], [sync[d][1] for d in dids]),
+                    (
+                        staging.text_array(dids),
+                        staging.text_array(sync[d][0] for d in dids),
+                        staging.text_array(sync[d][1] for d in dids),
+                    ),
                 )
                 stats.tables["actor_sync", "upsert"] += cur.rowcount
         # Only now: a batch that failed and is written again must decide them again.

@@ -12,14 +12,16 @@ A collection module defines:
 - optionally ``DUPLICATES``: True when duplicates are recorded although ``PROMOTES`` is False
   (reference-list opt-outs), so a delete is still kept apart from a create that could collide.
 - optionally ``follows(event)``: those of ``reads()`` that may be created or updated earlier in
-  the same segment by a record of this collection (a reply and its parent post), because the
-  insert step reads them in order (post.py's insert waves); a delete of them still cuts.
+  the same segment, because the insert step reads them after they are in (a reply and its parent
+  post: post.py's insert waves; a gate and its post: the post step runs first); a delete of them
+  still cuts.
 - optionally ``features(event)`` and ``INSERT_PARTS``: the insert step as (feature, SQL) parts; a
   part whose feature no record of the segment has is left out of the script (each statement is
   parsed and planned on every run, rows or none).
-- optionally ``watches(event)``: URIs whose write *later* in the batch would change this record's
-  rows (a repost's subject: deleting the post removes the repost's feed item), so the batch is cut
-  there, but a write *earlier* in the batch does not matter.
+- optionally ``watches(event)``: URIs whose delete or update *later* in the batch would change
+  this record's rows (a repost's subject: deleting the post removes the repost's feed item; a
+  post's gates: deleting one clears its flag), so the batch is cut there; a create of them later,
+  or any write earlier, does not matter.
 - optionally ``REFUSED_UPDATES`` (collections with duplicates): a SELECT (idx, reason) of the staged
   updates upstream refuses whole (``_sql.refused_updates``); the writer takes them out of ``_ev``
   before any step runs and dead-letters them.

@@ -109,7 +109,8 @@ def waves(posts: Sequence[tuple[int, Any]]) -> list[list[int]]:
 
 
 def watches(event: Any) -> tuple[str, ...]:
-    # A gate written after the post sets or clears the post's hasThreadGate/hasPostGate.
+    # A gate deleted or updated after the post clears the post's hasThreadGate/hasPostGate
+    # before the post is in; a gate created after it sets the flag after the post step.
     return (gate_uri(event.uri, THREADGATE), gate_uri(event.uri, POSTGATE))
 
 

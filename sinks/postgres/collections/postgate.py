@@ -25,4 +25,10 @@ def reads(event: Any) -> tuple[str, ...]:
     return (event.record["post"],)
 
 
+def follows(event: Any) -> tuple[str, ...]:
+    # A post created or updated before the gate in its segment is in when the flag is set: the
+    # insert step runs the collections in NSID order, the post's before its gates'.
+    return (event.record["post"],)
+
+
 DELETE_SQL, INSERT_SQL = gate_collection(NSID, "post_gate", "hasPostGate")
