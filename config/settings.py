@@ -37,7 +37,7 @@ class Settings:
     batch_size: int = 500
     batch_max_wait: float = 0.2
     concurrency: int = 100
-    shards: int = 1
+    shards: int = 0  # 0: one per worker of the cluster
     db_pool_max_size: int = 20
     db_pool_min_idle: int = 5
     metrics_port: int = 9090  # 0: no /metrics endpoint
@@ -82,7 +82,7 @@ class Settings:
             batch_size=r.integer("INDEXER_BATCH_SIZE", cls.batch_size, 1, 100_000),
             batch_max_wait=r.number("INDEXER_BATCH_MAX_WAIT", cls.batch_max_wait, 0.001, 60),
             concurrency=r.integer("INDEXER_CONCURRENCY", cls.concurrency, 1, 1_000_000),
-            shards=r.integer("INDEXER_SHARDS", cls.shards, 1, 4096),
+            shards=r.integer("INDEXER_SHARDS", cls.shards, 0, 4096),
             db_pool_max_size=r.integer("DB_POOL_MAX_SIZE", cls.db_pool_max_size, 1, 10_000),
             db_pool_min_idle=r.integer("DB_POOL_MIN_IDLE", cls.db_pool_min_idle, 0, 10_000),
             metrics_port=r.integer("METRICS_PORT", cls.metrics_port, 0, 65535),

@@ -465,9 +465,11 @@ class RedisStreamSource(DynamicSource[Entry]):
         self.settings = settings
         self.streams = tuple(streams or settings.streams)
         self.group = group or settings.group
+        self.worker_count = 1  # of the whole cluster, known once built (flows/index.py shards)
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _ReaderPartition:
         s = self.settings
+        self.worker_count = worker_count
         client = client_for(s.redis_url)
         reader = StreamReader(
             client,

@@ -95,11 +95,18 @@ def _index_path(
     settings: Settings,
 ) -> None:
     """read -> decode -> key by shard -> batch -> commit and ack."""
+    reader = source  # knows the cluster's worker count once built, even when instrumented
     if settings.stage_timings:  # benchmarks only: see flows/stage_timings.py
         source, decode, sink = instrument(suffix, source, decode, sink, settings.stage_timings)
     entries = op.input(f"read{suffix}", flow, source)
     events = op.flat_map_batch(f"decode{suffix}", entries, decode)
-    keyed = op.key_on(f"shard{suffix}", events, lambda ev: shard_of(ev, settings.shards))
+    # INDEXER_SHARDS=0: one shard per worker of the cluster, each written by its own worker.
+    # Every worker builds its source before the first event reaches this step.
+    keyed = op.key_on(
+        f"shard{suffix}",
+        events,
+        lambda ev: shard_of(ev, settings.shards or reader.worker_count),
+    )
     batches = op.stateful(
         f"batch{suffix}",
         keyed,

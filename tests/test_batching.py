@@ -10,12 +10,13 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import bytewax.operators as op
+import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import DynamicSource, StatelessSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from bytewax.testing import run_main
+from bytewax.testing import TestingSource, cluster_main, run_main
 
-from flows.batching import MaxAgeBatcher, shard_of
+from flows.batching import MaxAgeBatcher, routing_hash, shard_keys, shard_of
 from flows.events import Event
 
 
@@ -92,6 +93,42 @@ def test_one_did_always_maps_to_one_shard():
     a = Event("s", "1-0", did="did:plc:aaaa")
     b = Event("s", "2-0", did="did:plc:aaaa")
     assert shard_of(a, 8) == shard_of(b, 8)
-    assert {shard_of(Event("s", "x", did=f"did:plc:{n}"), 8) for n in range(100)} == {
-        str(n) for n in range(8)
-    }
+    assert {shard_of(Event("s", "x", did=f"did:plc:{n}"), 8) for n in range(100)} == set(
+        shard_keys(8)
+    )
+
+
+class _WorkerOf(StatelessSinkPartition[tuple[str, str]]):
+    def __init__(self, worker: int):
+        self.worker = worker
+
+    def write_batch(self, items: list[tuple[str, str]]) -> None:
+        _PLACED.extend((key, self.worker) for key, _ in items)
+
+
+class _WorkerOfSink(DynamicSink[tuple[str, str]]):
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _WorkerOf:
+        return _WorkerOf(worker_index)
+
+
+_PLACED: list[tuple[str, int]] = []
+
+
+@pytest.mark.parametrize("workers", [2, 3, 4])
+def test_each_shard_is_written_by_its_own_worker(workers):
+    """bytewax routes keys by hash: plain "0", "1" can share a worker (with two workers, "0" to
+    "3" do). The shard keys put shard i on worker i mod the worker count, so every worker
+    writes, one shard each when there are as many shards as workers."""
+    _PLACED.clear()
+    keys = shard_keys(2 * workers)
+    flow = Dataflow("routing")
+    keyed = op.key_on("key", op.input("in", flow, TestingSource(keys)), lambda k: k)
+    op.output("out", op.stateful_map("batch", keyed, lambda _s, v: (None, v)), _WorkerOfSink())
+    cluster_main(flow, [], 0, worker_count_per_proc=workers)
+    assert sorted(_PLACED) == sorted((key, i % workers) for i, key in enumerate(keys))
+
+
+def test_the_routing_hash_is_bytewaxs():
+    """Plain keys as bytewax placed them on two and four workers (observed with the probe above)."""
+    assert [routing_hash(str(i)) % 2 for i in range(8)] == [1, 1, 1, 1, 0, 0, 1, 1]
+    assert [routing_hash(str(i)) % 4 for i in range(8)] == [1, 3, 3, 3, 2, 2, 3, 3]

@@ -210,8 +210,6 @@ def run_indexer(
     with open(log_path, "ab") as log:
         for i, cmd in enumerate(cmds):
             penv = dict(env, INDEXER_STAGE_TIMINGS=str(timings_dir / f"timings-{i}.json"))
-            # One shard per worker of the cluster, as the README advises, unless --env sets it.
-            penv.setdefault("INDEXER_SHARDS", str(workers * processes))
             procs.append(subprocess.Popen(cmd, cwd=ROOT, env=penv, stdout=log, stderr=log))
         if profile is not None:
             # Attached from outside (ptrace), so the measured process runs unchanged.
