@@ -10,6 +10,8 @@ until it stops by itself (INDEXER_STOP_WHEN_IDLE):
   backfill -w 2       the same with two worker threads
   backfill 2 procs    the same with a bytewax cluster of two processes (-i/-a), one worker each
   live 1,000 ev/s     an empty stream fed at a steady rate while the indexer runs: XADD-to-commit
+  resolving           (--resolution) backfill -w 1 again with DID resolution on, against local
+                      PLC/DNS/well-known servers: its events/s over backfill -w 1's (issue 8)
   backlog N           (--backlog N) peak RSS with N entries waiting
   profile             (--profile) backfill -w 1 again under py-spy: where the time goes
 
@@ -28,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import redis
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
@@ -37,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 from benchlib import pgstat  # noqa: E402
 from benchlib.copylimit import copy_limit, row_counts  # noqa: E402
 from benchlib.events import Producer, load, mix, write_events  # noqa: E402
+from benchlib.identity import resolution_env, start_directory  # noqa: E402
 from benchlib.indexer import BENCH_DEFAULTS, indexer_env, run_indexer  # noqa: E402
 from benchlib.profile import summarize  # noqa: E402
 from benchlib.report import derive, plot, table, targets  # noqa: E402
@@ -49,6 +53,7 @@ from benchlib.services import (  # noqa: E402
 )
 
 MAIN = "backfill -w 1"
+RESOLVING = "backfill -w 1 resolving"
 LIVE = "live 1,000 ev/s"
 
 
@@ -62,6 +67,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--live-seconds", type=float, default=30, help="live run length; 0: none")
     p.add_argument("--backlog", type=int, default=0, help="also measure RSS with this backlog")
     p.add_argument("--profile", action="store_true", help="also run backfill -w 1 under py-spy")
+    p.add_argument(
+        "--resolution",
+        action="store_true",
+        help="also run backfill -w 1 with DID resolution on (local identity servers)",
+    )
     p.add_argument(
         "--env",
         action="append",
@@ -114,6 +124,7 @@ class Bench:
         processes: int = 1,
         measure_copy: bool = False,
         profile: bool = False,
+        overrides: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         """Load the whole file, then index it flat out."""
         streams = Streams.new()
@@ -126,7 +137,7 @@ class Bench:
                 run = run_indexer(
                     workers=workers,
                     processes=processes,
-                    env=self.env(streams, db_url, self.overrides),
+                    env=self.env(streams, db_url, (overrides or {}) | self.overrides),
                     timings_dir=self.work / slug,
                     admin_url=self.args.pg_url,
                     dbname=conninfo_to_dict(db_url)["dbname"],
@@ -140,6 +151,8 @@ class Bench:
                 if statements:
                     run["statements"] = pgstat.top_statements(db_url)
                 self._finish(run, streams, db_url)
+                if overrides:
+                    run["handles"] = handle_counts(db_url)
                 if measure_copy and run["derived"].get("ok"):
                     self.log(f"{name}: measuring the COPY limit of the same rows")
                     self.copy = copy_limit(self.args.pg_url, db_url)
@@ -227,10 +240,22 @@ class Bench:
         )
 
 
+def handle_counts(db_url: str) -> dict[str, int]:
+    """After a resolving run: actors, those with a handle, checks still queued."""
+    with psycopg.connect(db_url) as conn:
+        actors, handles = conn.execute("SELECT count(*), count(handle) FROM actor").fetchone()
+        queued = conn.execute("SELECT count(*) FROM bsky_indexer.handle_check").fetchone()[0]
+    return {"actors": actors, "with_handle": handles, "checks_left": queued}
+
+
 def summary(bench: Bench, n: int) -> dict[str, Any]:
     runs = bench.runs
     main = runs.get(MAIN, {}).get("derived", {})
     out: dict[str, Any] = {"events_per_s": main.get("events_per_s")}
+    one_process = [
+        runs[k]["derived"].get("events_per_s") for k in (MAIN, "backfill -w 2") if k in runs
+    ]
+    out["one_process_events_per_s"] = max((v for v in one_process if v), default=None)
     if bench.copy and main.get("e2e_s"):
         out["copy_limit_events_per_s"] = round(n / bench.copy["seconds"], 1)
         out["fraction_of_copy_limit"] = round(bench.copy["seconds"] / main["e2e_s"], 3)
@@ -256,6 +281,9 @@ def summary(bench: Bench, n: int) -> dict[str, Any]:
         for k, r in runs.items()
         if k in (MAIN,) or k.startswith("backlog")
     }
+    resolving = runs.get(RESOLVING, {}).get("derived", {}).get("events_per_s")
+    if resolving and main.get("events_per_s"):
+        out["resolution_ratio"] = round(resolving / main["events_per_s"], 3)
     out["targets"] = targets(out)
     return out
 
@@ -294,6 +322,12 @@ def main(argv: list[str] | None = None) -> int:
     results["mix"] = mix(events_file)
 
     bench.backlog_run(MAIN, events_file, measure_copy=True)
+    if args.resolution:
+        directory = start_directory(events_file)
+        try:
+            bench.backlog_run(RESOLVING, events_file, overrides=resolution_env(directory))
+        finally:
+            directory.stop()
     if not args.no_scaling:
         bench.backlog_run("backfill -w 2", events_file, workers=2)
         bench.backlog_run("backfill 2 procs", events_file, processes=2)

@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_bench_reports_every_field(tmp_path: Path) -> None:
     env = dict(os.environ, DEMO_PG_URL=PG_ADMIN_URL, DEMO_REDIS_URL=REDIS_URL)
     args = ["--events", "2000", "--dids", "500", "--no-scaling", "--live-seconds", "3"]
+    args.append("--resolution")
     proc = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "bench.py"), *args, "--out", str(tmp_path)],
         cwd=ROOT,
@@ -44,6 +45,13 @@ def test_bench_reports_every_field(tmp_path: Path) -> None:
     assert derived["stages"]["ack"]["items"] == 2000
     assert derived["latency_ms"]["read_to_commit"]["count"] == 2000
 
+    # With resolution on: every DID was checked against the local servers before the exit.
+    resolving = results["runs"]["backfill -w 1 resolving"]
+    assert resolving["derived"]["ok"] and resolving["rows"]["like"] == main["rows"]["like"]
+    handles = resolving["handles"]
+    assert handles["checks_left"] == 0 and handles["actors"] > 400
+    assert handles["with_handle"] > 0.9 * handles["actors"]
+
     live = results["runs"]["live 1,000 ev/s"]
     assert live["offered"]["events"] == 3000 and live["left_in_stream"] == 0
     assert live["derived"]["latency_ms"]["xadd_to_commit"]["count"] == 3000
@@ -59,14 +67,17 @@ def test_bench_reports_every_field(tmp_path: Path) -> None:
         "live_p99_ms",
         "backfill_xadd_to_commit_p99_ms",
         "backfill_read_to_commit_p99_ms",
+        "one_process_events_per_s",
+        "resolution_ratio",
     ):
         assert isinstance(s[key], int | float) and s[key] > 0, key
     assert s["postgres"]["write_share_of_worker_time"] > 0
     assert set(s["targets"]) == {
-        "events_per_s",
+        "one_process_events_per_s",
         "fraction_of_copy_limit",
         "peak_rss_mb",
         "live_p99_ms",
+        "resolution_ratio",
     }
     assert all(t["met"] in (True, False) for t in s["targets"].values())
     assert results["copy_limit"]["rows"] == sum(main["rows"].values())
