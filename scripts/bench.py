@@ -73,6 +73,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="also run backfill -w 1 with DID resolution on (local identity servers)",
     )
     p.add_argument(
+        "--resolution-latency",
+        type=float,
+        default=0.05,
+        help="seconds each identity server takes to answer (--resolution)",
+    )
+    p.add_argument(
         "--env",
         action="append",
         default=[],
@@ -323,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
 
     bench.backlog_run(MAIN, events_file, measure_copy=True)
     if args.resolution:
-        directory = start_directory(events_file)
+        directory = start_directory(events_file, args.resolution_latency)
         try:
             bench.backlog_run(RESOLVING, events_file, overrides=resolution_env(directory))
         finally:
