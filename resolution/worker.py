@@ -4,7 +4,7 @@ A thread leases due checks from ``bsky_indexer.handle_check`` (sinks/postgres/ha
 which owns the SQL), hands each to a pool of DID_RESOLUTION_CONCURRENCY resolver threads, and
 records the outcomes, many per transaction. Only that thread touches Postgres, one pooled
 connection at a time, so the worker adds at most one connection to the writers'
-(DB_POOL_MAX_SIZE bounds them all). While the readers find a backlog, only a quarter of the
+(DB_POOL_MAX_SIZE bounds them all). While the readers find a backlog, only an eighth of the
 threads are used: resolution costs CPU (and the GIL) that indexing needs more, and the checks
 wait durably. Several processes share the queue (SKIP LOCKED); a crashed one's leases run out and
 its checks come back.
@@ -52,9 +52,9 @@ log = logging.getLogger(__name__)
 
 POLL_INTERVAL = 0.5  # seconds between looks at the queue when nothing is due
 RECORD_DELAY = 0.2  # seconds a finished resolution may wait to be recorded with others
-# While the indexer catches up on a backlog, resolutions share its CPU (and the GIL): a quarter
+# While the indexer catches up on a backlog, resolutions share its CPU (and the GIL): an eighth
 # of them in flight, until reads have come back short for this long.
-BACKLOG_SHARE = 4
+BACKLOG_SHARE = 8
 BACKLOG_QUIET = 2.0
 FAILURE_LOG_INTERVAL = 10.0
 # Tries before a handle that never answers counts as not resolving (2 s doubling to the cap:

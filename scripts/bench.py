@@ -25,6 +25,7 @@ import argparse
 import json
 import shutil
 import signal
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -71,6 +72,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--resolution",
         action="store_true",
         help="also run backfill -w 1 with DID resolution on (local identity servers)",
+    )
+    p.add_argument(
+        "--resolution-rounds",
+        type=int,
+        default=1,
+        help="--resolution: off/on pairs, alternated (the ratio is of the medians)",
     )
     p.add_argument(
         "--resolution-latency",
@@ -254,6 +261,10 @@ def handle_counts(db_url: str) -> dict[str, int]:
     return {"actors": actors, "with_handle": handles, "checks_left": queued}
 
 
+def _rates(runs: dict[str, dict[str, Any]], prefix: str) -> list[float]:
+    return [r["derived"]["events_per_s"] for k, r in runs.items() if k.startswith(prefix)]
+
+
 def summary(bench: Bench, n: int) -> dict[str, Any]:
     runs = bench.runs
     main = runs.get(MAIN, {}).get("derived", {})
@@ -287,9 +298,10 @@ def summary(bench: Bench, n: int) -> dict[str, Any]:
         for k, r in runs.items()
         if k in (MAIN,) or k.startswith("backlog")
     }
-    resolving = runs.get(RESOLVING, {}).get("derived", {}).get("events_per_s")
-    if resolving and main.get("events_per_s"):
-        out["resolution_ratio"] = round(resolving / main["events_per_s"], 3)
+    on = _rates(runs, RESOLVING)
+    off = [main.get("events_per_s")] + _rates(runs, f"{MAIN} #")
+    if on and all(off):
+        out["resolution_ratio"] = round(statistics.median(on) / statistics.median(off), 3)
     out["targets"] = targets(out)
     return out
 
@@ -331,7 +343,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.resolution:
         directory = start_directory(events_file, args.resolution_latency)
         try:
-            bench.backlog_run(RESOLVING, events_file, overrides=resolution_env(directory))
+            for r in range(1, max(args.resolution_rounds, 1) + 1):
+                if r > 1:  # the first "off" is backfill -w 1 itself
+                    bench.backlog_run(f"{MAIN} #{r}", events_file)
+                name = RESOLVING if r == 1 else f"{RESOLVING} #{r}"
+                bench.backlog_run(name, events_file, overrides=resolution_env(directory))
         finally:
             directory.stop()
     if not args.no_scaling:
