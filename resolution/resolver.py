@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -128,29 +129,42 @@ class Resolver:
         return Resolution(did, None, MISMATCH)
 
     def _document(self, did: str, fresh: bool, trip: _Trip) -> DocumentAnswer:
+        return self._cached(self._did_cache, "did", did, fresh, trip, self._fetch_document)
+
+    def _handle_did(self, handle: str, fresh: bool, trip: _Trip) -> str | None:
+        return self._cached(self._handle_cache, "handle", handle, fresh, trip, self._fetch_did)
+
+    def _cached(
+        self,
+        cache: _Cache[str, V],
+        kind: str,
+        key: str,
+        fresh: bool,
+        trip: _Trip,
+        fetch: Callable[[str], V],
+    ) -> V:
+        """The cached answer for ``key`` unless ``fresh``; else fetched (raising
+        ResolutionUnavailable, never cached) and cached."""
         if not fresh:
-            cached = self._did_cache.get(did)
-            metrics.handle_resolution_cache("did", cached is not _MISSING)
+            cached = cache.get(key)
+            metrics.handle_resolution_cache(kind, cached is not _MISSING)
             if cached is not _MISSING:
                 return cached  # type: ignore[return-value]
         trip.network = True
+        value = fetch(key)
+        cache.put(key, value)
+        return value
+
+    def _fetch_document(self, did: str) -> DocumentAnswer:
         doc = self._documents.fetch(did)
         if doc.unavailable is not None:
             raise ResolutionUnavailable(f"{did}: {doc.unavailable}")
-        self._did_cache.put(did, doc)
         return doc
 
-    def _handle_did(self, handle: str, fresh: bool, trip: _Trip) -> str | None:
-        if not fresh:
-            cached = self._handle_cache.get(handle)
-            metrics.handle_resolution_cache("handle", cached is not _MISSING)
-            if cached is not _MISSING:
-                return cached  # type: ignore[return-value]
-        trip.network = True
+    def _fetch_did(self, handle: str) -> str | None:
         answer = self._handles.resolve(handle)
         if answer.unavailable is not None:
             raise ResolutionUnavailable(f"handle {handle}: {answer.unavailable}", handle_side=True)
-        self._handle_cache.put(handle, answer.did)
         return answer.did
 
 
