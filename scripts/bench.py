@@ -46,12 +46,13 @@ from benchlib.indexer import BENCH_DEFAULTS, indexer_env, run_indexer  # noqa: E
 from benchlib.profile import summarize  # noqa: E402
 from benchlib.report import derive, plot, table, targets  # noqa: E402
 from benchlib.services import (  # noqa: E402
-    Streams,
     fresh_database,
     machine,
     pg_url_from_env,
     redis_url_from_env,
 )
+
+from tests.names import Names  # noqa: E402
 
 MAIN = "backfill -w 1"
 RESOLVING = "backfill -w 1 resolving"
@@ -120,7 +121,7 @@ class Bench:
         self.runs: dict[str, dict[str, Any]] = {}
         self.copy: dict[str, Any] | None = None
 
-    def env(self, streams: Streams, db_url: str, overrides: dict[str, str]) -> dict[str, str]:
+    def env(self, streams: Names, db_url: str, overrides: dict[str, str]) -> dict[str, str]:
         if self.args.pg_options:
             db_url = make_conninfo(db_url, options=self.args.pg_options)
         return indexer_env(streams, self.args.redis_url, db_url, self.work, overrides)
@@ -140,11 +141,11 @@ class Bench:
         overrides: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         """Load the whole file, then index it flat out."""
-        streams = Streams.new()
+        streams = Names.new("bench")
         slug = name.replace(" ", "_").replace(",", "")
         try:
             with fresh_database(self.args.pg_url) as db_url:
-                loaded, load_s = load(self.client, streams.records, events_file)
+                loaded, load_s = load(self.client, streams.live, events_file)
                 self.log(f"{name}: loaded {loaded:,} entries in {load_s:.1f}s; indexing")
                 statements = pgstat.enable(db_url)
                 run = run_indexer(
@@ -155,7 +156,7 @@ class Bench:
                     admin_url=self.args.pg_url,
                     dbname=conninfo_to_dict(db_url)["dbname"],
                     client=self.client,
-                    stream=streams.records,
+                    stream=streams.live,
                     log_path=self.work / f"{slug}.log",
                     profile=self.work / f"{slug}.pyspy.txt" if profile else None,
                 )
@@ -179,8 +180,8 @@ class Bench:
 
     def live_run(self, events_file: Path, rate: float) -> dict[str, Any]:
         """An empty stream fed at ``rate`` events/s while the indexer runs."""
-        streams = Streams.new()
-        producer = Producer(self.client, streams.records, events_file, rate)
+        streams = Names.new("bench")
+        producer = Producer(self.client, streams.live, events_file, rate)
         overrides = {"INDEXER_STOP_WHEN_IDLE": "3", **self.overrides}
 
         def start_feeding() -> None:
@@ -190,7 +191,7 @@ class Bench:
                 try:
                     if any(
                         g["name"].decode() == streams.group
-                        for g in self.client.xinfo_groups(streams.records)
+                        for g in self.client.xinfo_groups(streams.live)
                     ):
                         break
                 except redis.ResponseError:
@@ -210,7 +211,7 @@ class Bench:
                     admin_url=self.args.pg_url,
                     dbname=conninfo_to_dict(db_url)["dbname"],
                     client=self.client,
-                    stream=streams.records,
+                    stream=streams.live,
                     log_path=self.work / "live.log",
                     on_started=start_feeding,
                 )
@@ -232,9 +233,9 @@ class Bench:
         return run
 
     def _finish(
-        self, run: dict[str, Any], streams: Streams, db_url: str, events: int | None = None
+        self, run: dict[str, Any], streams: Names, db_url: str, events: int | None = None
     ) -> None:
-        run["left_in_stream"] = self.client.xlen(streams.records)
+        run["left_in_stream"] = self.client.xlen(streams.live)
         run["dead_letters"] = self.client.xlen(streams.dead_letter)
         run["rows"] = row_counts(db_url)
         run["derived"] = derive(run, events if events is not None else run["loaded"])

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +17,8 @@ import psycopg
 import pytest
 import redis
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from .names import Names
 
 if TYPE_CHECKING:
     from .identity_servers import IdentityDirectory
@@ -100,45 +101,12 @@ def redis_url() -> str:
     return REDIS_URL
 
 
-@dataclass
-class Names:
-    """Stream, group and consumer names private to one test."""
-
-    prefix: str
-
-    @property
-    def live(self) -> str:
-        return f"{self.prefix}:firehose_live"
-
-    @property
-    def backfill(self) -> str:
-        return f"{self.prefix}:firehose_backfill"
-
-    @property
-    def labels(self) -> str:
-        return f"{self.prefix}:label_live"
-
-    @property
-    def dead_letter(self) -> str:
-        return f"{self.prefix}:dead_letter"
-
-    @property
-    def group(self) -> str:
-        return f"{self.prefix}:group"
-
-    @property
-    def consumer(self) -> str:
-        return f"{self.prefix}:consumer"
-
-
 @pytest.fixture
 def names(redis_url: str) -> Iterator[Names]:
-    prefix = f"test-{uuid.uuid4().hex[:12]}"
-    yield Names(prefix)
+    names = Names.new("test")
+    yield names
     client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-    if keys:
-        client.delete(*keys)
+    names.delete(client)
     client.close()
 
 

@@ -33,9 +33,9 @@ from sinks.postgres.schema import truncate_all
 from sinks.postgres.writer import PostgresWriter
 
 from . import factory as f
-from .conftest import Names
 from .indexer_runs import IndexerProcess, clean_snapshot, order_free, run_indexer, tables
 from .indexing import index, rows, snapshot
+from .names import Names
 from .test_batch_equivalence import sequences
 from .test_flow import indexer_env, pending, settings_for
 

@@ -24,7 +24,7 @@ import psutil
 import psycopg
 import redis
 
-from .services import Streams
+from tests.names import Names
 
 ROOT = Path(__file__).resolve().parents[2]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -41,7 +41,7 @@ BENCH_DEFAULTS = {
 
 
 def indexer_env(
-    streams: Streams,
+    streams: Names,
     redis_url: str,
     db_url: str,
     timings: Path,
@@ -54,7 +54,7 @@ def indexer_env(
     env.update(
         REDIS_URL=redis_url,
         DATABASE_URL=db_url,
-        INDEXER_STREAMS=streams.records,
+        INDEXER_STREAMS=streams.live,
         INDEXER_LABEL_STREAM=streams.labels,
         INDEXER_GROUP=streams.group,
         INDEXER_LABEL_GROUP=f"{streams.group}:labels",

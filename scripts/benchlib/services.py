@@ -7,7 +7,6 @@ import platform
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from importlib.metadata import version
 from typing import Any
 
@@ -50,42 +49,6 @@ def fresh_database(admin_url: str, prefix: str = "bskybench") -> Iterator[str]:
     finally:
         with psycopg.connect(admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@dataclass(frozen=True)
-class Streams:
-    """Stream, group and consumer names no one else uses."""
-
-    prefix: str
-
-    @classmethod
-    def new(cls) -> Streams:
-        return cls(f"bench-{uuid.uuid4().hex[:10]}")
-
-    @property
-    def records(self) -> str:
-        return f"{self.prefix}:firehose"
-
-    @property
-    def labels(self) -> str:
-        return f"{self.prefix}:labels"
-
-    @property
-    def dead_letter(self) -> str:
-        return f"{self.prefix}:dead_letter"
-
-    @property
-    def group(self) -> str:
-        return f"{self.prefix}:group"
-
-    @property
-    def consumer(self) -> str:
-        return f"{self.prefix}:indexer"
-
-    def delete(self, client: redis.Redis) -> None:
-        keys = list(client.scan_iter(match=f"{self.prefix}:*", count=1000))
-        if keys:
-            client.delete(*keys)
 
 
 def _cpu_model() -> str:
