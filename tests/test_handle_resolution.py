@@ -257,6 +257,25 @@ def test_an_event_during_a_lease_is_checked_again_after_it(db, db_url, writer):
     assert list(left) == [ALICE] and left[ALICE][:3] == (later, True, 0) and left[ALICE][4] <= 0
 
 
+def test_an_identity_event_ends_a_backoff(db, db_url, writer, identity_directory, resolve_all):
+    """A check backing off after failures is due again, its tries counted anew, once the account
+    says its identity changed; a commit does not hurry it."""
+    index(writer, [f.identity(ALICE, None)])
+    db.execute(
+        "UPDATE bsky_indexer.handle_check SET attempts = 5, last_error = 'x',"
+        " due = now() + interval '1 hour'"
+    )
+    index(writer, [f.post(ALICE, "hi", time="2025-10-30T12:10:00.000Z")])
+    assert checks(db)[ALICE][2] == 5 and checks(db)[ALICE][4] > 3000  # still backing off
+    later = "2025-10-30T12:30:00.000Z"
+    index(writer, [f.identity(ALICE, None, time=later)])
+    _ts, _forced, attempts, _error, due_in = checks(db)[ALICE]
+    assert attempts == 0 and due_in <= 0
+    identity_directory.add_identity(ALICE, "alice.example.com")
+    resolve_all(timeout=10.0)
+    assert actor(db, ALICE) == ("alice.example.com", later)
+
+
 def test_outcomes_recorded_together_give_each_handle_to_one_did(db, db_url, writer):
     db.execute(
         'INSERT INTO actor (did, handle, "indexedAt") VALUES (%s, %s, %s), (%s, %s, %s)',

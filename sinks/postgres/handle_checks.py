@@ -45,7 +45,9 @@ RECHECK_NULL = timedelta(hours=1)  # ... and this when its handle is NULL
 # Runs first in the batch's transaction, so actor_event and actor are as they were before it (the
 # batch never changes "indexedAt" or the handle while resolution is on). Rows are locked in DID
 # order, before any actor row, as the worker's record() does: no deadlock between them. A queued
-# check keeps its due: a lease or a backoff in progress is not cut short by more events. A commit
+# check keeps its due (a lease in progress is not cut short by more events), except that an
+# identity event ends a backoff and starts its count of tries anew: the account says its
+# identity changed (say, its handle's DNS was fixed), so the old failures say nothing. A commit
 # of a DID already queued changes nothing (not even a lock: this is the hot path, and a new
 # account's every commit would rewrite its row); an identity event makes the check forced and
 # newer, which also tells a worker holding it to run it again.
@@ -71,7 +73,8 @@ WHERE CASE WHEN e.forced THEN l.did IS NULL OR (l.time, l.seq) < (e.ts, e.seq)
 GROUP BY e.did
 ORDER BY e.did
 ON CONFLICT (did) DO UPDATE
-SET ts = greatest(c.ts, excluded.ts), forced = true
+SET ts = greatest(c.ts, excluded.ts), forced = true,
+    due = CASE WHEN c.attempts > 0 THEN least(c.due, now()) ELSE c.due END, attempts = 0
 WHERE excluded.forced AND (c.ts < excluded.ts OR NOT c.forced)
 """
 ).format(checks=TABLE, events=sql.Identifier(PRIVATE_SCHEMA, "actor_event"))
