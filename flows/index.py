@@ -27,7 +27,7 @@ from bytewax.dataflow import Dataflow
 import observability
 from config.settings import ConfigError, Settings
 from connectors.redis_streams import STOP_READING, Entry, RedisStreamSource, entry_payload
-from flows.batching import MaxAgeBatcher, shard_of
+from flows.batching import MaxAgeBatcher, shard_keys, shard_of
 from flows.decode import decode_entry
 from flows.decode_labels import decode_label_entry
 from flows.events import Event
@@ -96,6 +96,8 @@ def _index_path(
 ) -> None:
     """read -> decode -> key by shard -> batch -> commit and ack."""
     reader = source  # knows the cluster's worker count once built, even when instrumented
+    if settings.shards:
+        shard_keys(settings.shards)  # found once here (~6 ms a shard), not on the first events
     if settings.stage_timings:  # benchmarks only: see flows/stage_timings.py
         source, decode, sink = instrument(suffix, source, decode, sink, settings.stage_timings)
     entries = op.input(f"read{suffix}", flow, source)
